@@ -6,8 +6,23 @@ and `train.resume=false` all get the right type.
 """
 import copy
 import os
+import re
 
 import yaml
+
+
+class _Loader(yaml.SafeLoader):
+    """yaml SafeLoader that also reads `1e-3` (no dot, YAML 1.2 style) as a float."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def yaml_load(stream):
+    return yaml.load(stream, Loader=_Loader)
 
 
 class ConfigError(ValueError):
@@ -15,7 +30,8 @@ class ConfigError(ValueError):
 
 
 class Config(dict):
-    """dict with attribute access, recursively (`cfg.model.N`)."""
+    """dict with attribute access, recursively (`cfg.model.N`). Keys that are also dict
+    methods (`values`, `items`, `keys`, ...) must be read with `cfg["values"]`."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -41,7 +57,7 @@ class Config(dict):
 
 def _parse_value(text):
     try:
-        return yaml.safe_load(text)
+        return yaml_load(text)
     except yaml.YAMLError:
         return text
 
@@ -76,7 +92,7 @@ def load_config(path, overrides=None):
         raise ConfigError(f"config file not found: {path}")
     with open(path, encoding="utf-8") as f:
         try:
-            data = yaml.safe_load(f) or {}
+            data = yaml_load(f) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid yaml: {err}") from None
     if not isinstance(data, dict):

@@ -1,0 +1,23 @@
+"""Run a network (or a loaded MindIR GraphCell) as a numpy callable."""
+import mindspore as ms
+import numpy as np
+
+
+class NetworkSeparator:
+    """`separator(mixture (batch, time)) -> estimates (batch, C, time)`, numpy in and out.
+
+    The network is put in inference mode and declared with a dynamic (batch, time) input, so
+    GRAPH_MODE compiles it once for every length instead of once per length.
+    """
+
+    def __init__(self, net, dynamic=True):
+        self.net = net
+        if isinstance(net, ms.nn.Cell):
+            net.set_train(False)
+            if dynamic and not isinstance(net, ms.nn.GraphCell):
+                net.set_inputs(ms.Tensor(shape=[None, None], dtype=ms.float32))
+
+    def __call__(self, mixture):
+        mixture = np.ascontiguousarray(mixture, dtype=np.float32)
+        out = self.net(ms.Tensor(mixture))
+        return out.asnumpy()

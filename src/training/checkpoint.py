@@ -1,0 +1,130 @@
+"""Checkpoints: weights + optimizer state + training metadata, written atomically, loaded strictly.
+
+A training checkpoint `<exp>/checkpoints/epoch_0007.ckpt` holds the network parameters, the
+optimizer's state (Adam moments, beta powers, global step, learning rate) and one string
+`meta`: JSON with epoch, step, best score, lr-schedule state, history and the resolved config
+(yaml). `best.ckpt` is a copy of the best epoch's checkpoint.
+"""
+import glob
+import json
+import os
+import re
+import shutil
+
+import mindspore as ms
+
+from src.config import Config, yaml_load
+
+CHECKPOINT_DIR = "checkpoints"
+_EPOCH_RE = re.compile(r"epoch_(\d+)\.ckpt$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and the problem."""
+
+
+def checkpoint_dir(exp_dir):
+    return os.path.join(exp_dir, CHECKPOINT_DIR)
+
+
+def epoch_checkpoints(exp_dir):
+    """[(epoch, path)] of the experiment's epoch checkpoints, oldest first."""
+    found = []
+    for path in glob.glob(os.path.join(checkpoint_dir(exp_dir), "epoch_*.ckpt")):
+        match = _EPOCH_RE.search(os.path.basename(path))
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(exp_dir):
+    found = epoch_checkpoints(exp_dir)
+    return found[-1][1] if found else None
+
+
+def save_training_checkpoint(path, optimizer, meta):
+    """Write optimizer (which holds the network parameters too) + meta to `path` atomically."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path[:-len(".ckpt")] + ".tmp.ckpt"
+    ms.save_checkpoint(optimizer, tmp, append_dict={"meta": json.dumps(meta)})
+    os.replace(tmp, path)
+
+
+def prune_checkpoints(exp_dir, keep):
+    """Delete all but the newest `keep` epoch checkpoints (best.ckpt is a separate file)."""
+    for _, path in epoch_checkpoints(exp_dir)[:-keep] if keep > 0 else []:
+        os.remove(path)
+
+
+def copy_atomic(src, dst):
+    tmp = dst + ".tmp"
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def read_checkpoint(path):
+    """(parameter dict, meta dict) of a checkpoint; CheckpointError if unreadable."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        params = ms.load_checkpoint(path)
+    except Exception as err:  # MindSpore raises ValueError/RuntimeError for corrupt files
+        raise CheckpointError(f"{path}: cannot be read as a MindSpore checkpoint ({err})") from None
+    meta = params.pop("meta", None)
+    return params, (json.loads(meta) if isinstance(meta, str) else {})
+
+
+def load_into(cell, params, path, what="network"):
+    """Load `params` into `cell`, refusing missing, extra or misshapen parameters."""
+    expected = {p.name: p for p in cell.get_parameters()}
+    missing = sorted(set(expected) - set(params))
+    wrong_shape = sorted(n for n in expected if n in params
+                         and tuple(params[n].shape) != tuple(expected[n].shape))
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} parameter(s) the {what} needs: {_preview(missing)}")
+    if wrong_shape:
+        problems.append("wrong shape for " + _preview(
+            [f"{n} {tuple(params[n].shape)} != {tuple(expected[n].shape)}" for n in wrong_shape]))
+    if problems:
+        raise CheckpointError(f"{path}: does not match the {what} ({'; '.join(problems)}). "
+                              "Was it trained with another config?")
+    not_loaded, _ = ms.load_param_into_net(cell, {n: params[n] for n in expected}, strict_load=True)
+    if not_loaded:
+        raise CheckpointError(f"{path}: MindSpore did not load {_preview(not_loaded)}")
+
+
+def check_no_extra(net, params, path, optimizer_prefixes=("moment1.", "moment2.", "beta1_power", "beta2_power",
+                                                          "global_step", "learning_rate")):
+    """Refuse checkpoints with network parameters the model does not have (e.g. another R or C)."""
+    names = {p.name for p in net.get_parameters()}
+    extra = sorted(n for n in params if n not in names and not n.startswith(optimizer_prefixes))
+    if extra:
+        raise CheckpointError(f"{path}: has {len(extra)} parameter(s) the network does not have: "
+                              f"{_preview(extra)}. Was it trained with another config?")
+
+
+def _preview(names, most=5):
+    names = list(names)
+    return ", ".join(names[:most]) + (f" ... (+{len(names) - most} more)" if len(names) > most else "")
+
+
+def stored_config(meta):
+    """The resolved config stored in a checkpoint's meta (None for checkpoints without one)."""
+    return Config(yaml_load(meta["config"])) if "config" in meta else None
+
+
+def load_model(ckpt_path, cfg=None):
+    """Network in inference mode from a checkpoint. The config is the one stored in the
+    checkpoint unless `cfg` is given (needed for checkpoints written by other tools).
+    Returns (net, cfg)."""
+    from src.models import build_model
+    params, meta = read_checkpoint(ckpt_path)
+    cfg = cfg or stored_config(meta)
+    if cfg is None:
+        raise CheckpointError(f"{ckpt_path}: holds no config; pass one with -c CONFIG")
+    net = build_model(cfg)
+    check_no_extra(net, params, ckpt_path)
+    load_into(net, params, ckpt_path)
+    net.set_train(False)
+    return net, cfg

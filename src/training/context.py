@@ -1,0 +1,53 @@
+"""MindSpore execution context: device choice, graph mode, seeds, data parallel."""
+import os
+from dataclasses import dataclass
+
+import mindspore as ms
+
+_DEVICE_PREFERENCE = ("Ascend", "GPU", "CPU")
+
+
+@dataclass
+class RunInfo:
+    device_target: str
+    rank: int = 0
+    group_size: int = 1
+
+    @property
+    def distributed(self):
+        return self.group_size > 1
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+
+def best_device(requested="auto"):
+    """`auto` -> the first available of Ascend, GPU, CPU; otherwise the requested one if available."""
+    if requested and requested != "auto":
+        if not ms.hal.is_available(requested):
+            raise RuntimeError(f"device_target={requested} is not available in this MindSpore installation "
+                               f"(available: {', '.join(d for d in _DEVICE_PREFERENCE if ms.hal.is_available(d))})")
+        return requested
+    return next(d for d in _DEVICE_PREFERENCE if ms.hal.is_available(d))
+
+
+def init_context(cfg, distributed=False):
+    """Set device, execution mode and seeds from the config; with `distributed`, initialise
+    collectives (msrun / rank table) and data-parallel mode. Returns RunInfo."""
+    device = best_device(cfg.get("device_target", "auto"))
+    mode = ms.GRAPH_MODE if str(cfg.get("mode", "graph")).lower() == "graph" else ms.PYNATIVE_MODE
+    ms.set_context(mode=mode)
+    if device == "CPU":
+        ms.set_device("CPU")
+    else:
+        ms.set_device(device, int(os.environ.get("DEVICE_ID", 0)))
+    ms.set_seed(int(cfg.seed))
+    info = RunInfo(device_target=device)
+    if distributed:
+        from mindspore.communication import get_group_size, get_rank, init
+        init()
+        info.rank, info.group_size = get_rank(), get_group_size()
+        ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
+                                     device_num=info.group_size)
+    return info
