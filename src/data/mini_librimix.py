@@ -1,0 +1,115 @@
+"""Deterministic generator of the bundled demo set ("mini LibriMix") from assets/mini_librispeech.
+
+Layout as LibriMix (8 kHz, "min" mode):
+`out_dir/Libri{2,3}Mix/{train,dev,test}/{mix_clean,s1,s2[,s3]}/<uttA>_<uttB>[_<uttC>].wav`.
+Speakers are disjoint across splits. Every source is normalised to the same RMS, given a random
+gain of +-GAIN_DB dB and cropped to the shortest source; the mixture is the float32 sum of the
+sources as written (float32 WAV, so `mix == s1 + s2 (+ s3)` exactly). If any signal would exceed
+PEAK, all of them are scaled together. Same output on every run (fixed seed, numpy RNG).
+
+    python -m src.data.mini_librimix build/mini_librimix
+"""
+import argparse
+import os
+import shutil
+
+import numpy as np
+
+from src.audio import read_audio, write_audio
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_ASSETS = os.path.join(REPO_ROOT, "assets", "mini_librispeech")
+SAMPLE_RATE = 8000
+SEED = 2020
+SPEAKERS = {"train": ("367", "533", "1688", "2033"),
+            "dev": ("1998", "2414", "3080"),
+            "test": ("2609", "3005", "3331")}
+NUM_MIXTURES = {2: {"train": 120, "dev": 20, "test": 20},
+                3: {"train": 60, "dev": 12, "test": 12}}
+SOURCE_RMS = 0.05     # about -26 dBFS before the random gain
+GAIN_DB = 3.0
+PEAK = 0.9
+
+
+def _choose_mixtures(utterances, count, num_speakers, rng):
+    """`count` distinct tuples of utterance ids, each from `num_speakers` different speakers,
+    using every utterance about equally often. utterances: {speaker: [utt ids]}."""
+    speakers = sorted(utterances)
+    uses = {u: 0 for utts in utterances.values() for u in utts}
+    chosen, seen = [], set()
+    while len(chosen) < count:
+        group = []
+        for speaker in rng.choice(speakers, size=num_speakers, replace=False):
+            candidates = utterances[speaker]
+            least = min(uses[u] for u in candidates)
+            group.append(rng.choice([u for u in candidates if uses[u] == least]))
+        if frozenset(group) in seen:
+            continue
+        seen.add(frozenset(group))
+        for u in group:
+            uses[u] += 1
+        chosen.append(tuple(str(u) for u in group))
+    return chosen
+
+
+def _mix(signals, rng):
+    """Scaled, cropped sources `(speakers, time)` and their float32 sum `(time,)`."""
+    length = min(len(s) for s in signals)
+    gains = 10 ** (rng.uniform(-GAIN_DB, GAIN_DB, size=len(signals)) / 20)
+    sources = np.stack([s[:length] * (g * SOURCE_RMS / (np.sqrt(np.mean(s[:length] ** 2)) + 1e-8))
+                        for s, g in zip(signals, gains)])
+    peak = max(np.abs(sources.sum(axis=0)).max(), np.abs(sources).max())
+    if peak > PEAK:
+        sources *= PEAK / peak
+    sources = sources.astype(np.float32)
+    mix = sources[0].copy()
+    for source in sources[1:]:
+        mix += source
+    return sources, mix
+
+
+def build_mini_librimix(out_dir, assets_dir=DEFAULT_ASSETS):
+    """Write Libri2Mix and Libri3Mix (train/dev/test) into out_dir, replacing old ones -> summary dict
+    {"out_dir", "sample_rate", "Libri2Mix": {split: count}, "Libri3Mix": {...}, "seconds": total mixture seconds}."""
+    audio = {}
+    for speakers in SPEAKERS.values():
+        for speaker in speakers:
+            folder = os.path.join(assets_dir, speaker)
+            if not os.path.isdir(folder):
+                raise FileNotFoundError(f"{folder}: missing (the mini LibriSpeech assets are incomplete)")
+            for name in sorted(os.listdir(folder)):
+                if name.endswith(".flac"):
+                    audio[name[:-len(".flac")]] = read_audio(os.path.join(folder, name), SAMPLE_RATE)[0]
+    summary = {"out_dir": out_dir, "sample_rate": SAMPLE_RATE}
+    total = 0
+    for num_speakers, counts in NUM_MIXTURES.items():
+        dataset = f"Libri{num_speakers}Mix"
+        shutil.rmtree(os.path.join(out_dir, dataset), ignore_errors=True)
+        summary[dataset] = {}
+        for split_index, (split, speakers) in enumerate(SPEAKERS.items()):
+            rng = np.random.default_rng([SEED, num_speakers, split_index])
+            utterances = {s: sorted(u for u in audio if u.split("-")[0] == s) for s in speakers}
+            folder = os.path.join(out_dir, dataset, split)
+            for group in _choose_mixtures(utterances, counts[split], num_speakers, rng):
+                sources, mix = _mix([audio[u] for u in group], rng)
+                name = "_".join(group) + ".wav"
+                write_audio(os.path.join(folder, "mix_clean", name), mix, SAMPLE_RATE, subtype="FLOAT")
+                for k, source in enumerate(sources):
+                    write_audio(os.path.join(folder, f"s{k + 1}", name), source, SAMPLE_RATE, subtype="FLOAT")
+                total += len(mix)
+            summary[dataset][split] = counts[split]
+    summary["seconds"] = total / SAMPLE_RATE
+    return summary
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Build the mini LibriMix demo set.")
+    parser.add_argument("out_dir", nargs="?", default=os.path.join("build", "mini_librimix"))
+    args = parser.parse_args()
+    summary = build_mini_librimix(args.out_dir)
+    print(f"mini LibriMix in {args.out_dir}: Libri2Mix {summary['Libri2Mix']}, Libri3Mix {summary['Libri3Mix']}, "
+          f"{summary['seconds'] / 60:.1f} min of mixtures")
+
+
+if __name__ == "__main__":
+    main()

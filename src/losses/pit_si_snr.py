@@ -1,0 +1,128 @@
+"""SI-SNR with utterance-level permutation-invariant training (PIT), as svoice's sisnr_loss.py.
+
+All functions are MindSpore ops (differentiable, usable inside GRAPH_MODE cells). Shapes:
+estimates and references `(batch, C, time)`, `lengths (batch,)` = real samples per utterance;
+samples past `lengths` are ignored (masked before and after removing the mean).
+
+PIT: for C <= MAX_EXACT_PIT_SPEAKERS the loss is the exact minimum over all C! permutations
+(a constant `(C!, C*C)` one-hot table turns the pairwise SI-SNR matrix into per-permutation sums
+with one matmul). For more speakers C! is too large, so the assignment is chosen greedily on the
+pairwise matrix inside the graph: repeatedly take the best remaining (estimate, reference) pair and
+remove its row and column. The choice itself carries no gradient (as the argmax over permutations
+does not); the loss is the mean SI-SNR of the chosen pairs. Greedy finds the optimal assignment
+whenever each estimate is clearly closest to one reference (the usual case once training has
+started), and is never better than the optimum.
+"""
+import itertools
+
+import numpy as np
+import mindspore as ms
+from mindspore import nn, ops
+
+EPS = 1e-8
+MAX_EXACT_PIT_SPEAKERS = 6
+
+
+def _check_shapes(estimates, references, lengths):
+    """ValueError (a plain one: graph mode can only raise built-in exceptions) for bad shapes."""
+    if estimates.ndim != 3 or estimates.shape != references.shape:
+        raise ValueError("SI-SNR loss: estimates and references must both be (batch, C, time) "
+                             "with the same shape")
+    if lengths.ndim != 1:
+        raise ValueError("SI-SNR loss: lengths must be (batch,)")
+
+
+def _centered(signals, lengths):
+    """Zero the samples past `lengths` and remove the mean of the valid ones: `(batch, C, time)`."""
+    positions = ops.arange(signals.shape[-1]).reshape(1, 1, -1)
+    valid = lengths.reshape(-1, 1, 1)
+    mask = (positions < valid.astype(positions.dtype)).astype(signals.dtype)
+    count = valid.astype(signals.dtype)
+    signals = signals * mask
+    return (signals - signals.sum(axis=2, keepdims=True) / count) * mask
+
+
+def _si_snr_db(estimates, references):
+    """SI-SNR in dB of centered signals, broadcasting over leading axes, reduced over the last."""
+    dot = (estimates * references).sum(axis=-1, keepdims=True)
+    reference_energy = (references ** 2).sum(axis=-1, keepdims=True) + EPS
+    projection = dot * references / reference_energy
+    noise = estimates - projection
+    ratio = (projection ** 2).sum(axis=-1) / ((noise ** 2).sum(axis=-1) + EPS)
+    return 10 * ops.log10(ratio + EPS)
+
+
+def si_snr(estimates, references, lengths):
+    """SI-SNR (dB) of each estimate against the reference at the same index:
+    `(batch, C, time)`, `(batch, C, time)`, `(batch,)` -> `(batch, C)`."""
+    _check_shapes(estimates, references, lengths)
+    return _si_snr_db(_centered(estimates, lengths), _centered(references, lengths))
+
+
+def pairwise_si_snr(estimates, references, lengths):
+    """SI-SNR (dB) of every estimate against every reference:
+    `(batch, C, time)`, `(batch, C, time)`, `(batch,)` -> `(batch, C_estimate, C_reference)`."""
+    _check_shapes(estimates, references, lengths)
+    estimates = _centered(estimates, lengths).expand_dims(2)    # (batch, C, 1, time)
+    references = _centered(references, lengths).expand_dims(1)  # (batch, 1, C, time)
+    return _si_snr_db(estimates, references)
+
+
+def _permutation_table(speakers):
+    """`(C!, C*C)` float32: row p has a one at (i, perm_p[i]) for every estimate i."""
+    perms = list(itertools.permutations(range(speakers)))
+    table = np.zeros((len(perms), speakers, speakers), np.float32)
+    for p, perm in enumerate(perms):
+        table[p, np.arange(speakers), perm] = 1.0
+    return ms.Tensor(table.reshape(len(perms), speakers * speakers))
+
+
+def _best_assignment_si_snr(pairwise):
+    """Mean SI-SNR over the speakers of the best assignment: `(batch, C, C)` -> `(batch,)`."""
+    batch, speakers, _ = pairwise.shape
+    if speakers <= MAX_EXACT_PIT_SPEAKERS:
+        table = _permutation_table(speakers)
+        per_permutation = ops.matmul(pairwise.reshape(batch, speakers * speakers), table.T)
+        return per_permutation.max(axis=1) / speakers
+    scores = ops.stop_gradient(pairwise)
+    assignment = ops.zeros_like(scores)
+    for _ in range(speakers):
+        best = scores.reshape(batch, speakers * speakers).argmax(axis=1)
+        pick = ops.one_hot(best, speakers * speakers, ms.Tensor(1.0, ms.float32), ms.Tensor(0.0, ms.float32))
+        pick = pick.reshape(batch, speakers, speakers)
+        assignment = assignment + pick
+        taken = pick.sum(axis=2, keepdims=True) + pick.sum(axis=1, keepdims=True)  # row or column used
+        scores = ops.where(taken > 0, ops.full_like(scores, -1e9), scores)
+    return (pairwise * ops.stop_gradient(assignment)).sum(axis=(1, 2)) / speakers
+
+
+def pit_si_snr_loss(estimates, references, lengths):
+    """Utterance-level PIT loss: mean over the batch of minus the best-permutation mean SI-SNR
+    (dB). `(batch, C, time)`, `(batch, C, time)`, `(batch,)` -> scalar."""
+    return -_best_assignment_si_snr(pairwise_si_snr(estimates, references, lengths)).mean()
+
+
+def multi_scale_pit_si_snr_loss(estimates, references, lengths):
+    """svoice's loss over the estimates of every dual-path layer:
+    `sum_i ((i + 1) / R) * pit_si_snr_loss(estimates[i]) / R`.
+    `(R, batch, C, time)`, `(batch, C, time)`, `(batch,)` -> scalar."""
+    if estimates.ndim != 4:
+        raise ValueError("multi-scale SI-SNR loss: estimates must be (R, batch, C, time)")
+    layers = estimates.shape[0]
+    total = 0.0
+    for i in range(layers):
+        total = total + ((i + 1) / layers) * pit_si_snr_loss(estimates[i], references, lengths)
+    return total / layers
+
+
+class SeparationLoss(nn.Cell):
+    """Loss cell for the trainer: `construct(estimates, src, lengths)` -> scalar.
+
+    estimates `(R, batch, C, time)` (training output of SWave: multi-scale loss) or
+    `(batch, C, time)` (plain PIT loss); src `(batch, C, time)`; lengths `(batch,)`.
+    """
+
+    def construct(self, estimates, src, lengths):
+        if estimates.ndim == 4:
+            return multi_scale_pit_si_snr_loss(estimates, src, lengths)
+        return pit_si_snr_loss(estimates, src, lengths)

@@ -1,0 +1,26 @@
+"""Model registry: `build_model(cfg)` -> nn.Cell, chosen by `cfg.model.name`."""
+from src.config import ConfigError
+from src.models.swave import SWave
+
+
+def _build_swave(cfg):
+    m = cfg.model
+    return SWave(m.N, m.L, m.H, m.R, m.C, cfg.sample_rate, cfg.segment,
+                 input_normalize=m.get("input_normalize", False), recompute=m.get("recompute", False))
+
+
+MODELS = {
+    "swave": _build_swave,
+}
+
+
+def build_model(cfg):
+    """Build the network named by `cfg.model.name` from `cfg.model` (and top-level
+    `sample_rate` / `segment`)."""
+    name = cfg.model.get("name")
+    if name not in MODELS:
+        raise ConfigError(f"model.name={name!r} is not a known model (known: {', '.join(sorted(MODELS))})")
+    try:
+        return MODELS[name](cfg)
+    except (KeyError, AttributeError) as err:
+        raise ConfigError(f"model '{name}': missing config key {err}") from None

@@ -1,0 +1,310 @@
+"""SWave: gated dual-path MulCat RNNs (Nachmani et al., ICML 2020), after svoice's models/swave.py.
+
+Parameter names and shapes are the same as in svoice's PyTorch state dict, so a svoice
+checkpoint maps key by key (`encoder.conv.weight`,
+`separator.rnn_model.rows_grnn.<i>.rnn.weight_ih_l0`, ..., `separator.rnn_model.output.1.bias`;
+MindSpore's LSTM uses PyTorch's gate order i, f, g, o and both bias vectors). Internally the
+dual-path tensors are kept channel-last `(batch, chunks, chunk_size, N)`; the arithmetic is the
+same as svoice's.
+
+Export: every zero block has a constant size (or is `zeros_like` of a tensor), and everything
+that depends on the input length is a slice or a reshape, so a graph exported with a dynamic
+time axis (`Tensor(shape=[batch, None])`) runs at any length >= L.
+"""
+import math
+
+import numpy as np
+from mindspore import Parameter, nn, ops
+from mindspore.common.initializer import Constant, Uniform, XavierNormal, initializer
+
+
+class SWaveConfigError(ValueError):
+    """Hyper-parameters SWave cannot be built with."""
+
+
+class Conv1dWeight(nn.Cell):
+    """Bias-free 1-D convolution with one input channel; weight `(out, 1, kernel)` as in PyTorch."""
+
+    def __init__(self, out_channels, kernel_size, stride):
+        super().__init__()
+        self.stride = stride
+        self.weight = Parameter(initializer(XavierNormal(), (out_channels, 1, kernel_size)), name="weight")
+
+    def construct(self, x):
+        """`(batch, 1, time)` -> `(batch, out, frames)`."""
+        return ops.conv1d(x, self.weight, stride=self.stride)
+
+
+class Encoder(nn.Cell):
+    """`Conv1d(1, N, L, stride L/2, no bias)` + ReLU: `(batch, time)` -> `(batch, N, frames)`."""
+
+    def __init__(self, L, N):
+        super().__init__()
+        self.conv = Conv1dWeight(N, L, L // 2)
+
+    def construct(self, mixture):
+        return ops.relu(self.conv(mixture.expand_dims(1)))
+
+
+class MulCatBlock(nn.Cell):
+    """Two BiLSTMs over the same input, each projected back to N, multiplied, concatenated with
+    the input and projected 2N -> N: `(sequences, steps, N)` -> `(sequences, steps, N)`."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.rnn = nn.LSTM(input_size, hidden_size, 1, has_bias=True, batch_first=True, bidirectional=True)
+        self.rnn_proj = _dense(2 * hidden_size, input_size)
+        self.gate_rnn = nn.LSTM(input_size, hidden_size, 1, has_bias=True, batch_first=True, bidirectional=True)
+        self.gate_rnn_proj = _dense(2 * hidden_size, input_size)
+        self.block_projection = _dense(2 * input_size, input_size)
+
+    def construct(self, x):
+        rnn_output, _ = self.rnn(x)
+        rnn_output = self.rnn_proj(rnn_output)
+        gate_output, _ = self.gate_rnn(x)
+        gate_output = self.gate_rnn_proj(gate_output)
+        gated = ops.cat((rnn_output * gate_output, x), axis=2)
+        return self.block_projection(gated)
+
+
+class GroupNormOneGroup(nn.Cell):
+    """`GroupNorm(1, N, eps=1e-8)` on channel-last `(batch, ..., N)`: statistics over everything
+    but the batch axis, per-channel affine (`weight`, `bias` as in PyTorch)."""
+
+    def __init__(self, channels, eps=1e-8):
+        super().__init__()
+        self.eps = eps
+        self.weight = Parameter(initializer("ones", (channels,)), name="weight")
+        self.bias = Parameter(initializer("zeros", (channels,)), name="bias")
+
+    def construct(self, x):
+        axes = tuple(range(1, x.ndim))
+        mean = x.mean(axis=axes, keep_dims=True)
+        var = ((x - mean) ** 2).mean(axis=axes, keep_dims=True)
+        return (x - mean) / ops.sqrt(var + self.eps) * self.weight + self.bias
+
+
+class PReLU(nn.Cell):
+    """PReLU with one shared slope (`weight`, init 0.25, as `torch.nn.PReLU()`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = Parameter(initializer(Constant(0.25), (1,)), name="weight")
+
+    def construct(self, x):
+        return ops.maximum(x, 0) + self.weight * ops.minimum(x, 0)
+
+
+class PointwiseConv(nn.Cell):
+    """1x1 `Conv2d(in, out)` applied to channel-last `(..., in)`; weight `(out, in, 1, 1)`."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.weight = Parameter(initializer(XavierNormal(), (out_channels, in_channels, 1, 1)), name="weight")
+        self.bias = Parameter(initializer(Uniform(1 / math.sqrt(in_channels)), (out_channels,)), name="bias")
+
+    def construct(self, x):
+        weight = self.weight.reshape(self.weight.shape[0], self.weight.shape[1])
+        return ops.matmul(x, weight.T) + self.bias
+
+
+class DPMulCat(nn.Cell):
+    """R dual-path layers (row = intra-chunk, then column = inter-chunk MulCat block, each with a
+    residual) and the shared output head (PReLU, 1x1 conv N -> N*C) after every layer.
+
+    `(batch, chunks, chunk_size, N)` -> tuple of `(batch, chunks, chunk_size, C*N)`: one per layer
+    in training, only the last one otherwise.
+    """
+
+    def __init__(self, N, H, C, R, input_normalize=False):
+        super().__init__()
+        self.num_layers = R
+        self.input_normalize = input_normalize
+        self.rows_grnn = nn.CellList([MulCatBlock(N, H) for _ in range(R)])
+        self.cols_grnn = nn.CellList([MulCatBlock(N, H) for _ in range(R)])
+        if input_normalize:
+            self.rows_normalization = nn.CellList([GroupNormOneGroup(N) for _ in range(R)])
+            self.cols_normalization = nn.CellList([GroupNormOneGroup(N) for _ in range(R)])
+        self.output = nn.SequentialCell([PReLU(), PointwiseConv(N, N * C)])
+
+    def construct(self, chunks):
+        batch, _, chunk_size, features = chunks.shape
+        x = chunks
+        heads = ()
+        for i in range(self.num_layers):
+            rows = self.rows_grnn[i](x.reshape(-1, chunk_size, features)).reshape(x.shape)
+            if self.input_normalize:
+                rows = self.rows_normalization[i](rows)
+            x = x + rows
+            by_column = x.transpose(0, 2, 1, 3)  # (batch, chunk_size, chunks, N)
+            cols = self.cols_grnn[i](by_column.reshape(batch * chunk_size, -1, features))
+            cols = cols.reshape(by_column.shape).transpose(0, 2, 1, 3)
+            if self.input_normalize:
+                cols = self.cols_normalization[i](cols)
+            x = x + cols
+            if self.training or i == self.num_layers - 1:
+                heads = heads + (self.output(x),)
+        return heads
+
+
+class Separator(nn.Cell):
+    """Chunking (50 % overlap), the dual-path network, and overlap-add of the chunks back.
+
+    `(batch, N, frames)` -> tuple of `(batch, frames, C*N)`.
+    """
+
+    def __init__(self, N, H, C, R, chunk_size, input_normalize=False):
+        super().__init__()
+        self.chunk_size = chunk_size
+        self.rnn_model = DPMulCat(N, H, C, R, input_normalize)
+
+    def create_chunks(self, features):
+        """`(batch, frames, N)` -> `(batch, chunks, K, N)`, as svoice's `create_chuncks`: K/2 zeros
+        in front, zeros after the end up to a whole number of K-blocks past the first hop plus K/2
+        (at least one), chunks starting every K/2 frames."""
+        batch, frames, dim = features.shape
+        size, hop = self.chunk_size, self.chunk_size // 2
+        blocks = (frames + hop) // size + 1  # svoice's `rest` = blocks * size - hop - frames, in 1..K
+        padded = ops.cat((ops.zeros((batch, hop, dim), features.dtype), features,
+                          ops.zeros((batch, size + hop, dim), features.dtype)), axis=1)
+        first = padded[:, :blocks * size].reshape(batch, -1, 1, size, dim)
+        second = padded[:, hop:hop + blocks * size].reshape(batch, -1, 1, size, dim)
+        return ops.cat((first, second), axis=2).reshape(batch, -1, size, dim)
+
+    def merge_chunks(self, chunks, frames):
+        """Overlap-add `(batch, chunks, K, D)` back to `(batch, frames, D)` (svoice's `merge_chuncks`)."""
+        batch, _, size, dim = chunks.shape
+        hop = size // 2
+        pairs = chunks.reshape(batch, -1, 2, size, dim)
+        first = pairs[:, :, 0].reshape(batch, -1, dim)[:, hop:]
+        second = pairs[:, :, 1].reshape(batch, -1, dim)[:, :-hop]
+        return (first + second)[:, :frames]
+
+    def construct(self, features):
+        frames = features.shape[2]
+        chunks = self.create_chunks(features.transpose(0, 2, 1))
+        return tuple(self.merge_chunks(head, frames) for head in self.rnn_model(chunks))
+
+
+class Decoder(nn.Cell):
+    """Average the N features of every frame in groups of L (svoice's `AvgPool2d((1, L))`) and
+    overlap-add the resulting frames of N//L samples with hop L/2.
+
+    `(batch, frames, C*N)` -> `(batch, C, (frames - 1) * L/2 + N//L)`.
+    """
+
+    def __init__(self, N, L, C):
+        super().__init__()
+        self.N, self.L, self.C = N, L, C
+        self.frame_length = N // L
+        self.hop = L // 2
+
+    def construct(self, estimate):
+        batch = estimate.shape[0]
+        per_speaker = estimate.reshape(batch, -1, self.C, self.N)
+        if self.N % self.L:  # AvgPool2d drops the last N % L features
+            per_speaker = per_speaker[..., :self.frame_length * self.L]
+        frames = per_speaker.reshape(batch, -1, self.C, self.frame_length, self.L).mean(-1)
+        return overlap_and_add(frames.transpose(0, 2, 1, 3), self.hop)
+
+
+def overlap_and_add(frames, hop):
+    """`(batch, C, n_frames, frame_length)` -> `(batch, C, (n_frames - 1) * hop + frame_length)`,
+    frame f added at offset f * hop. Only constant-size zero blocks, so dynamic lengths export."""
+    batch, speakers, _, frame_length = frames.shape
+    sub = math.gcd(frame_length, hop)
+    sub_per_frame, sub_per_hop = frame_length // sub, hop // sub
+    parts = frames.reshape(batch, speakers, -1, sub_per_frame, sub)
+    total = None
+    for j in range(sub_per_frame):
+        part = parts[:, :, :, j]  # (batch, C, n_frames, sub): lands at f * hop + j * sub
+        if sub_per_hop > 1:
+            gap = ops.zeros_like(part)
+            part = ops.cat((part,) + (gap,) * (sub_per_hop - 1), axis=3)
+        part = part.reshape(batch, speakers, -1)  # n_frames * hop
+        pieces = (part,)
+        if j > 0:
+            pieces = (ops.zeros((batch, speakers, j * sub), part.dtype),) + pieces
+        tail = (sub_per_frame - 1 - j) * sub
+        if tail > 0:
+            pieces = pieces + (ops.zeros((batch, speakers, tail), part.dtype),)
+        part = ops.cat(pieces, axis=2) if len(pieces) > 1 else part
+        total = part if total is None else total + part
+    if hop > sub:  # each frame carried hop - sub trailing zeros past its end
+        total = total[:, :, :sub - hop]
+    return total
+
+
+class SWave(nn.Cell):
+    """SWave separation network.
+
+    N: encoder filters / feature size, L: encoder window (hop L/2), H: LSTM hidden size,
+    R: dual-path layers, C: speakers, sample_rate (Hz) and segment (s) set the chunk size
+    K = int(sqrt(2 * sample_rate * segment / (L/2))). recompute: recompute the MulCat blocks in
+    the backward pass (less memory, ~1/3 more time).
+
+    `construct(mixture (batch, time))`, time >= L: in training (`set_train(True)`) the estimate
+    after every layer, `(R, batch, C, time)`; otherwise the last one, `(batch, C, time)`.
+    """
+
+    def __init__(self, N, L, H, R, C, sample_rate, segment, input_normalize=False, recompute=False):
+        super().__init__()
+        _check_hyper_parameters(N, L, H, R, C, sample_rate, segment)
+        self.N, self.L, self.H, self.R, self.C = N, L, H, R, C
+        self.chunk_size = int(np.sqrt(2 * sample_rate * segment / (L / 2)))
+        if self.chunk_size < 2:
+            raise SWaveConfigError(f"SWave: chunk size K={self.chunk_size} from sample_rate={sample_rate}, "
+                                   f"segment={segment}, L={L} is below 2; use a longer segment")
+        self.encoder = Encoder(L, N)
+        self.separator = Separator(N, H, C, R, self.chunk_size, input_normalize)
+        self.decoder = Decoder(N, L, C)
+        # the decoder output can be up to L + L/2 - 1 - N//L samples short of the input
+        self.tail_pad = max(0, L + L // 2 - 1 - N // L)
+        _init_like_svoice(self)
+        if recompute:
+            for block in list(self.separator.rnn_model.rows_grnn) + list(self.separator.rnn_model.cols_grnn):
+                block.recompute()
+
+    def construct(self, mixture):
+        if mixture.ndim != 2:
+            raise ValueError("SWave expects a mixture of shape (batch, time)")
+        batch, num_samples = mixture.shape
+        estimates = ()
+        for head in self.separator(self.encoder(mixture)):
+            wave = self.decoder(head)
+            if self.tail_pad > 0:
+                wave = ops.cat((wave, ops.zeros((batch, self.C, self.tail_pad), wave.dtype)), axis=2)
+            estimates = estimates + (wave[:, :, :num_samples],)
+        if self.training:
+            return ops.stack(estimates)
+        return estimates[-1]
+
+
+def _dense(in_channels, out_channels):
+    """nn.Dense with Xavier-normal weight and PyTorch Linear's bias init."""
+    return nn.Dense(in_channels, out_channels, weight_init=XavierNormal(),
+                    bias_init=Uniform(1 / math.sqrt(in_channels)))
+
+
+def _init_like_svoice(net):
+    """svoice: every parameter with more than one dimension is Xavier-normal initialised."""
+    for param in net.get_parameters():
+        if param.ndim > 1:
+            param.set_data(initializer(XavierNormal(), param.shape, param.dtype))
+
+
+def _check_hyper_parameters(N, L, H, R, C, sample_rate, segment):
+    problems = []
+    for name, value in (("N", N), ("L", L), ("H", H), ("R", R), ("C", C)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            problems.append(f"{name}={value!r} must be a positive integer")
+    if not problems and L < 2:
+        problems.append(f"L={L} must be >= 2 (the encoder hop is L//2)")
+    if not problems and N < L:
+        problems.append(f"N={N} must be >= L={L} (the decoder averages the N features in groups of L)")
+    if not (isinstance(sample_rate, (int, float)) and sample_rate > 0):
+        problems.append(f"sample_rate={sample_rate!r} must be a positive number")
+    if not (isinstance(segment, (int, float)) and segment > 0):
+        problems.append(f"segment={segment!r} must be a positive number of seconds")
+    if problems:
+        raise SWaveConfigError("SWave: " + "; ".join(problems))

@@ -1,0 +1,93 @@
+"""Developer tool (run once, not at run time): build assets/mini_librispeech from LibriSpeech.
+
+Reads a folder of LibriSpeech FLAC utterances (`<speaker>/<utt>.flac`, 16 kHz), resamples to
+8 kHz with soxr, trims leading silence, keeps at most `--max-seconds` from the start (with a
+10 ms fade-out at the cut) and writes 16-bit FLAC to `<out>/<speaker>/<utt>.flac`, plus
+LibriSpeech's LICENSE.TXT, the SPEAKERS.TXT lines of the speakers used, and a README.
+
+    python tools/build_mini_librimix_assets.py --librispeech DIR [--out assets/mini_librispeech]
+"""
+import argparse
+import glob
+import os
+import shutil
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from src.audio import read_audio, resample, write_audio  # noqa: E402
+
+TARGET_RATE = 8000
+FRAME = 160           # 20 ms frames at 8 kHz for the silence detector
+SILENCE_DB = -40.0    # frames this far below the loudest frame count as silence
+LEAD_IN = 800         # keep 100 ms before the first loud frame
+FADE = 80             # 10 ms fade-out where an utterance is cut
+
+README = """# mini LibriSpeech (8 kHz excerpts for the bundled demo set)
+
+Source: **LibriSpeech ASR corpus (c) 2014 Vassil Panayotov, CC BY 4.0**
+(<http://www.openslr.org/12>, licence in `LICENSE.TXT`, speakers in `SPEAKERS.TXT`).
+
+{num_files} utterances of the LibriSpeech `test-other` subset, {per_speaker} from each of the
+speakers {speakers}.
+
+What was changed (by `tools/build_mini_librimix_assets.py`):
+- resampled from 16 kHz to 8 kHz with soxr (high quality);
+- leading silence trimmed (audio from 100 ms before the first 20 ms frame within 40 dB of the
+  loudest frame), then cut to at most {max_seconds:g} s from the start, with a 10 ms fade-out at the cut;
+- stored as 16-bit mono FLAC, `<speaker>/<utterance id>.flac` (LibriSpeech's utterance ids).
+
+`src/data/mini_librimix.py` mixes these files into the small two- and three-speaker
+LibriMix-style set used by the demo and the tests.
+"""
+
+
+def trim(signal, max_samples):
+    """Drop leading silence, keep at most `max_samples`, fade out if cut. `(time,)` -> `(time',)`."""
+    frames = len(signal) // FRAME
+    energy = (signal[:frames * FRAME].reshape(frames, FRAME) ** 2).mean(axis=1) + 1e-12
+    level = 10 * np.log10(energy / energy.max())
+    start = max(int(np.argmax(level > SILENCE_DB)) * FRAME - LEAD_IN, 0)
+    out = signal[start:start + max_samples].copy()
+    if len(signal) - start > max_samples:
+        out[-FADE:] *= np.linspace(1.0, 0.0, FADE, dtype=np.float32)
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--librispeech", required=True, help="folder with <speaker>/<utt>.flac, SPEAKERS.TXT, LICENSE.TXT")
+    parser.add_argument("--out", default="assets/mini_librispeech")
+    parser.add_argument("--max-seconds", type=float, default=4.0)
+    args = parser.parse_args()
+
+    files = sorted(glob.glob(os.path.join(args.librispeech, "*", "*.flac")))
+    if not files:
+        sys.exit(f"no <speaker>/*.flac files in {args.librispeech}")
+    if os.path.isdir(args.out):
+        shutil.rmtree(args.out)
+    max_samples = int(round(args.max_seconds * TARGET_RATE))
+    speakers = sorted({os.path.basename(os.path.dirname(f)) for f in files}, key=int)
+    total = 0
+    for path in files:
+        signal, rate = read_audio(path)
+        signal = trim(resample(signal, rate, TARGET_RATE), max_samples)
+        speaker = os.path.basename(os.path.dirname(path))
+        write_audio(os.path.join(args.out, speaker, os.path.basename(path)), signal, TARGET_RATE, subtype="PCM_16")
+        total += len(signal)
+
+    shutil.copy(os.path.join(args.librispeech, "LICENSE.TXT"), os.path.join(args.out, "LICENSE.TXT"))
+    with open(os.path.join(args.librispeech, "SPEAKERS.TXT"), encoding="utf-8") as f:
+        lines = f.readlines()
+    kept = [ln for ln in lines if ln.startswith(";") or ln.split("|")[0].strip() in speakers]
+    with open(os.path.join(args.out, "SPEAKERS.TXT"), "w", encoding="utf-8") as f:
+        f.writelines(kept)
+    with open(os.path.join(args.out, "README.md"), "w", encoding="utf-8") as f:
+        f.write(README.format(num_files=len(files), per_speaker=len(files) // len(speakers),
+                              speakers=", ".join(speakers), max_seconds=args.max_seconds))
+    print(f"wrote {len(files)} files, {total / TARGET_RATE:.1f} s of audio, to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
