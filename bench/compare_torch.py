@@ -168,8 +168,10 @@ def main(argv=None):
     results = {}
     for framework in ([args.only] if args.only else FRAMEWORKS):
         for task in TASKS:
-            print(f"running {framework} {task} ...", file=sys.stderr, flush=True)
+            load = os.getloadavg()[0]
+            print(f"running {framework} {task} (load average {load:.1f}) ...", file=sys.stderr, flush=True)
             results[f"{framework}:{task}"] = _run_worker(argv, framework, task)
+            results[f"{framework}:{task}"]["load_before"] = load
     _report(args, results)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
@@ -192,7 +194,11 @@ def _report(args, results):
         print(f"{label:12} {cells[0]:>22} {cells[1]:>22} {ratio:>14}   {note}")
     for key, r in results.items():
         extra = f", losses {', '.join(f'{v:.3f}' for v in r['losses'])}" if "losses" in r else ""
-        print(f"  {key}: first call {r['first_s']:.2f} s, timed {', '.join(f'{t:.3f}' for t in r['times_s'])}{extra}")
+        print(f"  {key}: first call {r['first_s']:.2f} s, timed {', '.join(f'{t:.3f}' for t in r['times_s'])}"
+              f"{extra}; load average before {r['load_before']:.1f}")
+    if max(r["load_before"] for r in results.values()) > 1.5:
+        print(f"warning: the machine was busy (load average > 1.5 on {os.cpu_count()} cores): "
+              "the times are not comparable; PyTorch's OpenMP threads suffer most from a busy machine")
 
 
 if __name__ == "__main__":

@@ -72,16 +72,6 @@ class Inert:
         return f"<inert {self.qualified_name}>"
 
 
-_inert_classes = {}
-
-
-def _inert_class(module, name):
-    qualified = f"{module}.{name}"
-    if qualified not in _inert_classes:
-        _inert_classes[qualified] = type(name, (Inert,), {"qualified_name": qualified})
-    return _inert_classes[qualified]
-
-
 def inert_name(obj):
     """'module.Name' of an inert placeholder class or instance, else None."""
     if isinstance(obj, type) and issubclass(obj, Inert):
@@ -92,8 +82,8 @@ def inert_name(obj):
 class _StorageRef:
     """A storage named by a persistent id; `data` is its flat numpy array once read."""
 
-    def __init__(self, dtype, key, numel):
-        self.dtype, self.key, self.numel, self.data = dtype, key, numel, None
+    def __init__(self, dtype):
+        self.dtype, self.data = dtype, None
 
 
 def _rebuild_tensor(storage, offset, size, stride, *_ignored):
@@ -102,10 +92,10 @@ def _rebuild_tensor(storage, offset, size, stride, *_ignored):
         return None
     size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
     if len(size) != len(stride) or offset < 0 or any(s < 0 for s in size + stride):
-        raise ImportCheckpointError(f"malformed tensor (size {size}, stride {stride}, offset {offset})")
+        raise pickle.UnpicklingError(f"malformed tensor (size {size}, stride {stride}, offset {offset})")
     last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if all(size) else offset - 1
     if last >= storage.data.size:
-        raise ImportCheckpointError(f"tensor reaches past its storage ({storage.data.size} elements)")
+        raise pickle.UnpicklingError(f"tensor reaches past its storage ({storage.data.size} elements)")
     data = storage.data
     item = data.itemsize
     view = np.lib.stride_tricks.as_strided(data[offset:] if data.size > offset else data[:0],
@@ -144,11 +134,14 @@ class _Refused(pickle.UnpicklingError):
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only allow-listed globals; storages come from `storages(persistent_id)`."""
+    """Resolves only allow-listed globals; storages come from `storages(persistent_id)`.
+    Our own functions and the placeholder classes are fresh objects for every load, so a
+    pickle that sets attributes on what it loaded (BUILD) cannot alter later loads."""
 
     def __init__(self, file, storages):
         super().__init__(file)
         self._storages = storages
+        self._inert = {}
 
     def find_class(self, module, name):
         # protocol-2 pickles name Python 2 modules (__builtin__, copy_reg): map them first
@@ -156,11 +149,17 @@ class _RestrictedUnpickler(pickle.Unpickler):
             module, name = _compat_pickle.NAME_MAPPING[(module, name)]
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         if (module, name) in _SAFE_GLOBALS:
-            return _SAFE_GLOBALS[(module, name)]
+            target = _SAFE_GLOBALS[(module, name)]
+            if isinstance(target, type):    # builtin types: immutable
+                return target
+            return lambda *args: target(*args)
         if module == "torch" and name in _STORAGE_DTYPES:
             return ("storage_type", name)
         if module.split(".")[0] in _INERT_MODULES:
-            return _inert_class(module, name)
+            qualified = f"{module}.{name}"
+            if qualified not in self._inert:
+                self._inert[qualified] = type(name, (Inert,), {"qualified_name": qualified})
+            return self._inert[qualified]
         raise _Refused(
             f"refusing to load the global '{module}.{name}': an svoice checkpoint holds only "
             "tensors, containers and svoice/omegaconf objects; this file would run other code")
@@ -201,8 +200,11 @@ def _read_zip(path, archive):
             member = f"{root}/data/{key}"
             if member not in names:
                 raise ImportCheckpointError(f"{path}: storage {key} is missing from the archive")
-            ref = _StorageRef(dtype, key, numel)
+            ref = _StorageRef(dtype)
             ref.data = _to_array(archive.read(member), dtype)
+            if ref.data.size != numel:
+                raise pickle.UnpicklingError(f"storage {key} holds {ref.data.size} elements, "
+                                             f"{numel} expected")
             storages[key] = ref
         return storages[key]
 
@@ -233,11 +235,11 @@ def _read_legacy(path, f):
     storages = {}
 
     def load_storage(pid):
-        _, storage_type, key, _location, numel = pid[:5]
+        _, storage_type, key = pid[:3]
         if len(pid) > 5 and pid[5] is not None:
             raise ImportCheckpointError(f"{path}: storage views (very old torch files) are not supported")
         if key not in storages:
-            storages[key] = _StorageRef(_storage_dtype(storage_type), key, numel)
+            storages[key] = _StorageRef(_storage_dtype(storage_type))
         return storages[key]
 
     header()

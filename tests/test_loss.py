@@ -80,7 +80,7 @@ def test_pairwise_is_every_estimate_against_every_reference():
     for b, i, j in itertools.product(range(3), range(3), range(3)):
         n = lengths[b]
         expected = numpy_si_snr(estimates[b, i, :n].astype(np.float64), references[b, j, :n].astype(np.float64))
-        assert pairwise[b, i, j] == pytest.approx(expected, abs=1e-3)
+        assert pairwise[b, i, j] == pytest.approx(expected, rel=1e-4, abs=1e-3)  # cross pairs ~ -40 dB
 
 
 @pytest.mark.parametrize("speakers", [2, 3])

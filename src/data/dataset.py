@@ -3,9 +3,10 @@
 Training order (`epoch_rows`): a permutation of all rows from `np.random.default_rng([seed, epoch])`,
 padded by repeating its first rows to a multiple of `num_shards`, then `perm[shard_id::num_shards]`.
 So every row is used once per epoch across all shards (a few twice when the row count is not
-divisible by num_shards) and every shard has the same number of rows. A row's crop offset depends
-only on (seed, epoch, row), so batches are the same for any worker count and a resumed run sees
-what an uninterrupted one would.
+divisible by num_shards) and every shard has the same number of rows. Rows are numbered as the
+MindRecord reader returns them (shard after shard). A row's crop offset depends only on (seed,
+epoch, the utterance's index in the split's manifest), so batches are the same for any worker
+count and a resumed run sees what an uninterrupted one would.
 """
 import os
 

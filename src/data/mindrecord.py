@@ -14,15 +14,16 @@ import json
 import os
 import re
 import shutil
+from collections import Counter
 
 import numpy as np
 
-from src.data.layout import DataError, load_utterance, resampled_length
 from src.audio import AudioError, audio_info
+from src.data.layout import DataError, load_utterance, resampled_length
 
 MANIFEST_VERSION = 1
 _ROWS_PER_WRITE = 16          # rows handed to FileWriter at once (bounds memory)
-_MIN_PAGE = 1 << 20           # MindRecord's default 32 MB pages would pad small splits
+_MIN_PAGE = 1 << 16           # page sizes are multiples of this (MindRecord's default, 32 MB, pads small splits)
 _MAX_PAGE = 1 << 28           # FileWriter's limit (256 MB); a row must fit in one page
 _PAGE_ENTRY_BYTES = 256       # header bytes per page (measured ~190)
 
@@ -41,11 +42,14 @@ def _next_pow2(n):
 
 
 def _writer_sizes(lengths, num_speakers, num_shards):
-    """(page_size, header_size) for rows of `lengths` samples: pages at least twice the largest
-    row (pages >= half full), header room for every page of the largest shard."""
+    """(page_size, header_size) for rows of `lengths` samples. A page holds whole rows and the last
+    page of a shard is padded, so: pages of about 8 rows (little space lost at page ends), but at
+    most 1/8 of a shard (small splits stay small), at least 2 rows (pages at least half full);
+    header room for every page of a shard."""
     row_bytes = [(num_speakers + 1) * 4 * n + 256 for n in lengths]
-    page = min(max(_next_pow2(2 * max(row_bytes)), _MIN_PAGE), _MAX_PAGE)
-    shard_bytes = sum(row_bytes) / num_shards
+    largest, shard_bytes = max(row_bytes), sum(row_bytes) / num_shards
+    page = max(min(8 * largest, shard_bytes / 8), 2 * largest, _MIN_PAGE)
+    page = min(-(-int(page) // _MIN_PAGE) * _MIN_PAGE, _MAX_PAGE)      # multiple of 64 KB
     pages = 2 * shard_bytes / page + len(lengths) / num_shards * 256 / page + 8
     header = min(max(_next_pow2(_PAGE_ENTRY_BYTES * pages + (1 << 14)), 1 << 16), 1 << 27)
     return page, header
@@ -65,7 +69,8 @@ class StagedSplit:
 
     def publish(self):
         """Replace the split's old files in out_dir by the staged ones -> read_split_info dict."""
-        for old in _split_files(self.out_dir, self.name):   # manifest first: no half split looks valid
+        old_files = sorted(_split_files(self.out_dir, self.name), key=lambda f: not f.endswith(".json"))
+        for old in old_files:   # manifest first: a half-replaced split never looks valid
             os.remove(os.path.join(self.out_dir, old))
         staged = sorted(os.listdir(self.tmp_dir), key=lambda f: f.endswith(".json"))
         for filename in staged:
@@ -92,9 +97,8 @@ def stage_split(utterances, out_dir, name, num_shards, sample_rate, resample=Fal
     counts = sorted({len(u.sources) for u in utterances})
     if len(counts) > 1:
         raise DataError(f"split '{name}': utterances have different numbers of sources ({counts})")
-    keys = [u.key for u in utterances]
-    if len(set(keys)) != len(keys):
-        dupes = sorted({k for k in keys if keys.count(k) > 1})
+    dupes = sorted(k for k, n in Counter(u.key for u in utterances).items() if n > 1)
+    if dupes:
         raise DataError([f"split '{name}': utterance name '{k}' occurs more than once" for k in dupes])
     num_speakers = counts[0]
     num_shards = max(1, min(int(num_shards), len(utterances)))

@@ -3,7 +3,8 @@
 Config keys used (see configs/rt.yaml): `sample_rate`, `segment` (training crop, seconds),
 `seed`, `stft.{n_fft,hop,win}`, `model.*`, `data.{train,valid,test}_{clean,noise,snrs}`,
 `data.target` (irm | mag_ratio), `data.resample`, `data.downmix`, `train.batch_size` (global),
-`train.loss` (mask_mse | magnitude_mse), `train.valid_max_utterances` (0 = all).
+`train.loss` (mask_mse | magnitude_mse), `train.valid_max_utterances` (0 = all),
+`train.valid_pesq_stoi`.
 """
 import mindspore as ms
 import numpy as np
@@ -109,14 +110,16 @@ class EnhancementTask:
     def validate(self, net, cfg, info=None, split="valid"):
         """Scores on the fixed pairs of `split` (every clean utterance at every SNR of
         `data.<split>_snrs`): `score` = mean SI-SNR improvement (dB) over all pairs; per SNR
-        `si_snr@<snr>dB`, `si_snri@<snr>dB`, `stoi@<snr>dB` and `pesq@<snr>dB` (PESQ wide band
-        at 16 kHz, narrow band at 8 kHz). Utterances are split over data-parallel workers."""
+        `si_snr@<snr>dB` and `si_snri@<snr>dB`, and with `train.valid_pesq_stoi` also
+        `stoi@<snr>dB` and `pesq@<snr>dB` (PESQ wide band at 16 kHz, narrow band at 8 kHz).
+        Utterances are split over data-parallel workers (`info`)."""
         enhancer = Enhancer(net, self.stft_config(cfg))
         mixer = self.mixer(cfg, split)
         snrs = mixer.snrs_db
         limit = int(cfg.train.get("valid_max_utterances", 0) or 0)
+        names = ["si_snr", "si_snri"] + (["stoi", "pesq"] if cfg.train.get("valid_pesq_stoi", False) else [])
         rank, size = (info.rank, info.group_size) if info is not None else (0, 1)
-        sums = np.zeros((len(snrs), 4))          # per SNR: si_snr, si_snri, stoi, pesq
+        sums = np.zeros((len(snrs), len(names)))
         count = 0
         for i, pair in enumerate(mixer.fixed_pairs(limit)):
             utterance, snr_index = divmod(i, len(snrs))
@@ -125,18 +128,20 @@ class EnhancementTask:
             noisy = pair.noisy
             enhanced = enhancer(noisy)
             est_si_snr = si_snr(enhanced, pair.clean)
-            try:
-                pesq = pesq_score(enhanced, pair.clean, cfg.sample_rate)
-            except MetricError as err:
-                raise DataError(f"{pair.clean_path}: cannot be used for validation: {err}") from None
-            sums[snr_index] += (est_si_snr, est_si_snr - si_snr(noisy, pair.clean),
-                                stoi_score(enhanced, pair.clean, cfg.sample_rate), pesq)
+            scores = [est_si_snr, est_si_snr - si_snr(noisy, pair.clean)]
+            if len(names) > 2:
+                try:
+                    scores += [stoi_score(enhanced, pair.clean, cfg.sample_rate),
+                               pesq_score(enhanced, pair.clean, cfg.sample_rate)]
+                except MetricError as err:
+                    raise DataError(f"{pair.clean_path}: cannot be used for validation: {err}") from None
+            sums[snr_index] += scores
             count += snr_index == 0
         if not count and size == 1:
             raise DataError(f"data.{split}_clean gave no validation pairs")
-        means = combine_means(sums.ravel(), count, info).reshape(len(snrs), 4)
+        means = combine_means(sums.ravel(), count, info).reshape(len(snrs), len(names))
         metrics = {"score": float(means[:, 1].mean())}
         for snr, row in zip(snrs, means):
-            for name, value in zip(("si_snr", "si_snri", "stoi", "pesq"), row):
+            for name, value in zip(names, row):
                 metrics[f"{name}@{snr:g}dB"] = float(value)
         return metrics

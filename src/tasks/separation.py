@@ -37,7 +37,7 @@ class SeparationTask:
             batch_size=cfg.train.batch_size // num_shards, seed=cfg.seed, epoch=epoch,
             num_speakers=cfg.model.C, num_shards=num_shards, shard_id=shard_id,
             dynamic_mixing=cfg.data.get("dynamic_mixing", False), dm_gain_db=cfg.data.get("dm_gain_db", 2.5),
-            num_workers=cfg.data.get("num_workers", 1))
+            num_workers=cfg.data.get("num_workers", 1), sample_rate=cfg.sample_rate)
         return dataset.create_tuple_iterator(output_numpy=True, num_epochs=1)
 
     def validate(self, net, cfg, info=None):

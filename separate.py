@@ -1,0 +1,221 @@
+"""Separate recordings into one file per speaker.
+
+    python separate.py INPUT [INPUT ...] --model-path CKPT [CKPT ...] --out-dir OUT
+        [--force] [--plot] [--window-seconds 30] [--overlap-seconds 2] [--threshold-db -20] [-c CONFIG]
+
+INPUT: audio files, folders (their audio files, not recursive) or glob patterns ("rec/*.wav").
+Writes OUT/<name>_s1.wav ... OUT/<name>_sC.wav (16-bit, at the model's sample rate) and with
+--plot OUT/<name>_spectrogram.png (mixture and every speaker). Existing outputs are never
+overwritten without --force (the message names the file); with --force, older outputs of the
+same input beyond the new speaker count are removed.
+
+Inputs at another sample rate are resampled (soxr) and multi-channel inputs averaged to mono,
+each with a note. Inputs longer than --window-seconds are separated in overlapping windows, so
+the network's memory is bounded by the window whatever the length (the audio itself, about 12
+bytes per sample for two speakers, is held in memory).
+
+Several checkpoints (one per speaker count): the number of speakers of each input is found
+(src/inference/speaker_count.py) and as many files are written.
+
+An input that cannot be read, is empty, too short or silent is reported by name and skipped;
+the others are still separated. Exit status: 0 if every input was separated, 1 otherwise,
+2 for unusable options or checkpoints.
+"""
+import argparse
+import glob
+import os
+import re
+import sys
+
+import numpy as np
+
+from src.cli import run_main
+
+# a file whose peak stays below one 16-bit step holds nothing to separate
+SILENCE_PEAK = 1.0 / 32768
+
+
+class InputError(ValueError):
+    """An input path that gives no audio file; str() names it."""
+
+
+def audio_suffixes():
+    """File suffixes soundfile can read (.wav, .flac, .ogg, ...)."""
+    import soundfile as sf
+    return tuple(sorted(f".{name.lower()}" for name in sf.available_formats() if name.lower() != "raw"))
+
+
+def expand_inputs(inputs):
+    """Files named by `inputs` (files, folders, glob patterns), in order, each once ->
+    (files, problems) with one message per input that named nothing usable."""
+    files, problems, seen = [], [], set()
+    suffixes = audio_suffixes()
+
+    def add(path):
+        key = os.path.abspath(path)
+        if key not in seen:
+            seen.add(key)
+            files.append(path)
+
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(os.path.join(item, n) for n in os.listdir(item)
+                           if n.lower().endswith(suffixes) and os.path.isfile(os.path.join(item, n)))
+            if not found:
+                problems.append(f"{item}: folder holds no audio files ({', '.join(suffixes)})")
+            for path in found:
+                add(path)
+        elif os.path.exists(item):
+            add(item)
+        elif glob.has_magic(item):
+            found = sorted(p for p in glob.glob(item) if os.path.isfile(p))
+            if not found:
+                problems.append(f"{item}: no file matches this pattern")
+            for path in found:
+                add(path)
+        else:
+            problems.append(f"{item}: file not found")
+    return files, problems
+
+
+def output_stem(path):
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def existing_outputs(out_dir, stem, with_plot):
+    """Paths in out_dir that separating `stem` would overwrite (any `<stem>_s<k>.wav`, the plot)."""
+    if not os.path.isdir(out_dir):
+        return []
+    pattern = re.compile(re.escape(stem) + r"_s\d+\.wav")
+    found = [os.path.join(out_dir, n) for n in sorted(os.listdir(out_dir)) if pattern.fullmatch(n)]
+    plot = plot_path(out_dir, stem)
+    if with_plot and os.path.exists(plot):
+        found.append(plot)
+    return found
+
+
+def plot_path(out_dir, stem):
+    return os.path.join(out_dir, f"{stem}_spectrogram.png")
+
+
+def read_mixture(path, sample_rate, min_samples):
+    """The input as mono float32 at `sample_rate` -> (mixture, notes). AudioError naming the file
+    when it is unreadable, empty, too short or silent."""
+    from src.audio import AudioError, audio_info, read_audio
+
+    rate, _, channels = audio_info(path)
+    notes = []
+    if channels > 1:
+        notes.append(f"{channels} channels averaged to mono")
+    if rate != sample_rate:
+        notes.append(f"resampled from {rate} Hz to the model's {sample_rate} Hz (outputs are at {sample_rate} Hz)")
+    mixture, _ = read_audio(path, sample_rate, resample_to_rate=True, downmix=True)
+    if len(mixture) < min_samples:
+        raise AudioError(path, f"is too short: {len(mixture)} samples at {sample_rate} Hz "
+                               f"(the model needs at least {min_samples})")
+    peak = float(np.max(np.abs(mixture)))
+    if peak < SILENCE_PEAK:
+        level = "all samples are zero" if peak == 0 else f"peak {20 * np.log10(peak):.0f} dBFS"
+        raise AudioError(path, f"holds only silence ({level}): nothing to separate")
+    return mixture, notes
+
+
+def separate_file(path, separators, sample_rate, min_samples, out_dir, window, overlap, threshold_db,
+                  force=False, plot=False):
+    """Separate one input and write its outputs -> (written paths, notes). AudioError /
+    SeparationError / InputError name the problem."""
+    from src.audio import write_audio
+    from src.inference.separation import separate_long, separate_whole
+    from src.inference.speaker_count import count_and_separate
+
+    stem = output_stem(path)
+    existing = existing_outputs(out_dir, stem, plot)
+    if existing and not force:
+        raise InputError(f"{path}: {existing[0]} already exists (use --force to overwrite)")
+    mixture, notes = read_mixture(path, sample_rate, min_samples)
+    if len(separators) == 1:
+        (num_speakers, separate_fn), = separators.items()
+        if window is None:
+            estimates = separate_whole(separate_fn, mixture, num_speakers)
+        else:
+            estimates = separate_long(separate_fn, mixture, num_speakers, window, overlap)
+    else:
+        num_speakers, estimates, trace = count_and_separate(separators, mixture, threshold_db, window, overlap)
+        runs = " then ".join(f"C={c} ({found} active)" for c, found in trace)
+        notes.append(f"{num_speakers} speaker{'s' if num_speakers > 1 else ''} found (models run: {runs})")
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    for index, estimate in enumerate(estimates):
+        target = os.path.join(out_dir, f"{stem}_s{index + 1}.wav")
+        write_audio(target, estimate, sample_rate)
+        written.append(target)
+    for stale in sorted(set(existing) - set(written) - {plot_path(out_dir, stem)}):
+        os.remove(stale)
+        notes.append(f"removed {stale} (from an earlier run with more speakers)")
+    if plot:
+        from src.plotting import plot_separation
+        written.append(plot_separation(mixture, estimates, sample_rate, plot_path(out_dir, stem),
+                                       title=os.path.basename(path)))
+    return written, notes
+
+
+def parse_args(argv=None):
+    from src.evaluation import add_window_arguments
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders or glob patterns")
+    parser.add_argument("--model-path", nargs="+", required=True, metavar="CKPT",
+                        help="checkpoint(s); several = one per speaker count (the count is found per input)")
+    parser.add_argument("--out-dir", required=True, help="folder for the separated files")
+    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    parser.add_argument("--plot", action="store_true", help="also write <name>_spectrogram.png")
+    parser.add_argument("-c", "--config", help="yaml config to use instead of the one stored in the checkpoint "
+                                               "(single checkpoint only)")
+    add_window_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from src.audio import AudioError
+    from src.evaluation import load_separators, window_samples
+    from src.inference.separation import SeparationError
+
+    files, problems = expand_inputs(args.inputs)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if not files:
+        print("error: no input to separate", file=sys.stderr)
+        return 1
+    separators, configs = load_separators(args.model_path, args.config)
+    sample_rate = next(iter(configs.values())).sample_rate
+    min_samples = max(int(cfg.model.L) for cfg in configs.values())
+    window, overlap = window_samples(args.window_seconds, args.overlap_seconds, sample_rate)
+
+    first_with_stem, failed = {}, list(problems)
+    for path in files:
+        stem = output_stem(path)
+        try:
+            if stem in first_with_stem:
+                raise InputError(f"{path}: its outputs would take the names of those of {first_with_stem[stem]} "
+                                 f"({stem}_s1.wav, ...); separate it in another run or rename it")
+            first_with_stem[stem] = path
+            written, notes = separate_file(path, separators, sample_rate, min_samples, args.out_dir, window,
+                                           overlap, args.threshold_db, args.force, args.plot)
+        except (AudioError, SeparationError, InputError) as err:
+            message = str(err) if str(err).startswith(path) else f"{path}: {err}"
+            print(f"error: {message}", file=sys.stderr)
+            failed.append(message)
+            continue
+        for note in notes:
+            print(f"note: {path}: {note}")
+        print(f"{path} -> {', '.join(written)}")
+    done = len(files) - (len(failed) - len(problems))
+    print(f"separated {done} of {len(files) + len(problems)} input(s)"
+          + (f"; {len(failed)} failed (see the errors above)" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    from src.evaluation import EvaluationError
+    from src.models.swave import SWaveConfigError
+    run_main(main, user_errors=(EvaluationError, SWaveConfigError))
