@@ -1,0 +1,74 @@
+"""Export a trained separation checkpoint to MindIR (or ONNX / AIR) for deployment.
+
+    python export.py --ckpt CKPT [-c CONFIG] --file-name NAME [--file-format MINDIR] [--length N]
+        [--device-target auto]
+
+--length 0 (default): the graph takes any length (dynamic time axis); --length N: exactly N
+samples, for devices that need static shapes (Ascend 310 through MindSpore Lite; the offline
+pipeline then cuts recordings into windows of N). The graph maps `mixture (1, time)` float32 to
+`estimate (1, C, time)`.
+
+After writing, the file is loaded back and run next to the checkpoint's network on the same
+random mixtures (three lengths for a dynamic graph); the largest difference is printed, and the
+export fails (exit status 2) when it is beyond float tolerance. ONNX needs --length and
+onnxruntime (for the check); AIR needs an Ascend device and is not checked (MindSpore cannot load
+AIR files).
+"""
+import argparse
+import time
+
+from src.cli import run_main
+
+
+def parse_args(argv=None):
+    from src.export import FORMATS
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", "--ckpt_file", dest="ckpt", required=True, help="checkpoint (train.py's best.ckpt)")
+    parser.add_argument("-c", "--config", help="yaml config, for checkpoints that do not store one")
+    parser.add_argument("--file-name", "--file_name", dest="file_name", required=True,
+                        help="output file; the format's suffix (.mindir, .onnx, .air) is added when missing")
+    parser.add_argument("--file-format", "--file_format", dest="file_format", default="MINDIR",
+                        type=str.upper, choices=FORMATS)
+    parser.add_argument("--length", type=int, default=0,
+                        help="input samples of a fixed-length graph; 0 = any length (default)")
+    parser.add_argument("--device-target", default="auto", help="auto (Ascend > GPU > CPU) | Ascend | GPU | CPU")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import mindspore as ms
+
+    from src.config import load_config
+    from src.export import ExportError, check_lengths, check_request, compare_with_network, export_network
+    from src.training.checkpoint import load_model
+    from src.training.context import best_device
+
+    try:
+        device = best_device(args.device_target)
+    except RuntimeError as err:
+        raise ExportError(str(err)) from None
+    ms.set_context(mode=ms.GRAPH_MODE)
+    ms.set_device(device)
+    net, cfg = load_model(args.ckpt, load_config(args.config) if args.config else None)
+    check_request(args.file_format, args.length, int(cfg.model.L), device)
+
+    started = time.time()
+    path = export_network(net, args.file_name, args.file_format, args.length)
+    shape = f"(1, {args.length})" if args.length else "(1, any length)"
+    print(f"exported {path}: {args.file_format}, input {shape} float32 -> (1, {cfg.model.C}, time) "
+          f"[{time.time() - started:.1f} s]")
+    if args.file_format == "AIR":
+        print("note: AIR files cannot be loaded by MindSpore, so this one was not compared with the network")
+        return 0
+    for length, diff, peak in compare_with_network(net, path, args.file_format,
+                                                   check_lengths(args.length, cfg.sample_rate, cfg.segment)):
+        print(f"check at {length} samples: max |exported - network| = {diff:.3g} (output peak {peak:.3g})")
+    print(f"{path}: matches the network")
+    return 0
+
+
+if __name__ == "__main__":
+    from src.export import ExportError
+    from src.models.swave import SWaveConfigError
+    run_main(main, user_errors=(ExportError, SWaveConfigError))

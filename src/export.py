@@ -1,0 +1,127 @@
+"""Export a trained separation network for deployment and check the file against the network.
+
+The exported graph is the network in inference mode: `mixture (1, time)` float32 ->
+`estimate (1, C, time)` (the last layer's estimate only).
+
+- length 0: a dynamic time axis (`Tensor(shape=[1, None])`), any length >= model.L samples
+  (SWave keeps every pad constant and puts the length-dependent arithmetic in slices and
+  reshapes, see src/models/swave.py). The batch axis stays 1: SWave's constant zero blocks
+  fix it.
+- length N: exactly N samples, for devices that need static shapes (Ascend 310 through
+  MindSpore Lite). Longer recordings are then cut into windows of N (src/offline_inference.py).
+
+Formats: MINDIR (default; loaded back with `nn.GraphCell(mindspore.load(...))` and compared with
+the network), ONNX (static length only, as MindSpore exports it; compared with the network in
+onnxruntime, which must be installed), AIR (Ascend only: MindSpore builds AIR with the Ascend
+backend and cannot load it back, so AIR is not compared).
+"""
+import os
+
+import numpy as np
+
+FORMATS = ("MINDIR", "ONNX", "AIR")
+SUFFIXES = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
+# largest |exported - network| accepted, relative to max(1, peak |network output|): float32
+# rounding of a different kernel order is ~1e-6 of the peak; real export bugs are far above.
+RELATIVE_TOLERANCE = 1e-4
+
+
+class ExportError(ValueError):
+    """An export that cannot be done or whose file does not compute what the network computes."""
+
+
+def output_path(file_name, file_format):
+    """The file MindSpore writes for `file_name`: the format's suffix is added unless present."""
+    suffix = SUFFIXES[file_format]
+    return file_name if file_name.endswith(suffix) else file_name + suffix
+
+
+def check_request(file_format, length, min_length, device_target):
+    """Refuse exports that cannot work before anything slow runs (format, length, device)."""
+    if file_format not in FORMATS:
+        raise ExportError(f"--file-format {file_format}: not one of {', '.join(FORMATS)}")
+    if length < 0:
+        raise ExportError(f"--length {length}: must be 0 (any length) or a number of samples")
+    if 0 < length < min_length:
+        raise ExportError(f"--length {length}: the model needs at least {min_length} samples (model.L)")
+    if file_format == "AIR" and device_target != "Ascend":
+        raise ExportError(f"AIR export needs an Ascend device (MindSpore builds AIR files with the Ascend "
+                          f"backend); this MindSpore runs on {device_target}. Export MINDIR instead: MindSpore "
+                          "Lite runs MindIR files on Ascend 310/310P")
+    if file_format == "ONNX":
+        if length == 0:
+            raise ExportError("ONNX export needs a fixed length (--length N): MindSpore exports ONNX with "
+                              "static shapes only")
+        try:
+            import onnxruntime  # noqa: F401  (the exported file is checked with it)
+        except ImportError:
+            raise ExportError("ONNX export is checked with onnxruntime, which is not installed "
+                              "(pip install onnxruntime), or export MINDIR") from None
+
+
+def export_network(net, file_name, file_format="MINDIR", length=0):
+    """Write `net` (in inference mode) as `file_format`; length 0 = dynamic time axis.
+    Returns the path written (the format's suffix added to `file_name` when missing)."""
+    import mindspore as ms
+
+    net.set_train(False)
+    if length:
+        example = ms.Tensor(np.zeros((1, length), np.float32))
+    else:
+        example = ms.Tensor(shape=[1, None], dtype=ms.float32)
+    path = output_path(file_name, file_format)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    ms.export(net, example, file_name=path[:-len(SUFFIXES[file_format])], file_format=file_format)
+    if not os.path.isfile(path):
+        raise ExportError(f"{path}: MindSpore reported no error but wrote no file")
+    return path
+
+
+def check_lengths(length, sample_rate, segment):
+    """Input lengths to compare on: the fixed length, or for a dynamic graph 1 s, the training
+    segment and an odd length between them (every length class SWave's chunking treats differently)."""
+    if length:
+        return [length]
+    one_second, segment_samples = int(sample_rate), int(round(segment * sample_rate))
+    return sorted({one_second, segment_samples, (one_second + segment_samples) // 2 * 2 + 1})
+
+
+def _exported_separator(path, file_format):
+    """numpy callable `(1, time) -> (1, C, time)` running the exported file."""
+    if file_format == "ONNX":
+        import onnxruntime as ort
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda mixture: session.run(None, {name: mixture})[0]
+    import mindspore as ms
+    from src.inference.network import NetworkSeparator
+    return NetworkSeparator(ms.nn.GraphCell(ms.load(path)))
+
+
+def compare_with_network(net, path, file_format, lengths, seed=0):
+    """Run the exported file and `net` on the same random mixtures of each length.
+
+    Returns [(length, max |difference|, peak |network output|)]; raises ExportError naming the
+    file when a difference exceeds RELATIVE_TOLERANCE * max(1, peak).
+    """
+    from src.inference.network import NetworkSeparator
+
+    exported = _exported_separator(path, file_format)
+    reference = NetworkSeparator(net)
+    rng = np.random.default_rng(seed)
+    results = []
+    for length in lengths:
+        mixture = (0.1 * rng.standard_normal((1, length))).astype(np.float32)
+        want = reference(mixture)
+        got = np.asarray(exported(mixture))
+        if got.shape != want.shape:
+            raise ExportError(f"{path}: returns shape {got.shape} for a (1, {length}) input, the network "
+                              f"{want.shape}")
+        diff = float(np.max(np.abs(got.astype(np.float64) - want)))
+        peak = float(np.max(np.abs(want)))
+        results.append((length, diff, peak))
+        if not diff <= RELATIVE_TOLERANCE * max(1.0, peak):  # also catches NaN
+            raise ExportError(f"{path}: differs from the network by up to {diff:.3g} at {length} samples "
+                              f"(output peak {peak:.3g}, tolerance {RELATIVE_TOLERANCE:g} of max(1, peak)); "
+                              "the export is not usable")
+    return results
