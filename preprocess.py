@@ -7,13 +7,27 @@
 Writes OUT/<name>.mindrecord0..S-1 (+ .db) and OUT/<name>.json per split. Every file is checked
 first; any problem is reported (all of them, each naming its file) with exit code 2 and nothing
 is written.
+
+Offline-inference mode (scripts/run_infer_310.sh): instead of MindRecord, write each test mixture
+as the raw float32 inputs of an exported graph, plus BINS/index.json (src/offline_inference.py):
+
+    python preprocess.py --infer-bins BINS --data-dir TEST_PATH [--fixed-length N]
+        [--window-seconds 30] [--overlap-seconds 2] [--max-utterances K] [--split test] [--sample-rate 8000]
+
+TEST_PATH: anything evaluate.py reads (MindRecord split, its folder, an audio folder). --fixed-length N
+(the graph's input length, export.py --length): windows of N samples; 0 (default): a dynamic-length
+graph, windows as evaluate.py's --window-seconds / --overlap-seconds.
 """
 import argparse
+import os
 import sys
 
 from src.audio import AudioError
 from src.data.layout import MIX_TYPES, DataError
 from src.data.mindrecord import convert_folder
+from src.evaluation import EvaluationError, open_utterances
+from src.inference.separation import SeparationError
+from src.offline_inference import OfflineInferenceError, plan_windows, write_input_bins
 
 
 def _positive_int(text):
@@ -23,11 +37,18 @@ def _positive_int(text):
     return value
 
 
+def _non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {text}")
+    return value
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", "--in-dir", dest="data_dir", required=True,
                         help="LibriMix root (train-360/dev/test), svoice root (tr/cv/tt) or one split folder")
-    parser.add_argument("--out-dir", required=True, help="folder for the MindRecord files and manifests")
+    parser.add_argument("--out-dir", help="folder for the MindRecord files and manifests")
     parser.add_argument("--mix-type", default="mix_clean", choices=MIX_TYPES,
                         help="LibriMix mixture folder (svoice's 'mix' is found by itself)")
     parser.add_argument("--split", help="a single split folder: its name (default: the folder's name); "
@@ -41,7 +62,20 @@ def parse_args(argv=None):
     parser.add_argument("--test-name", default="test")
     parser.add_argument("--resample", action="store_true", help="resample files at another rate (soxr)")
     parser.add_argument("--downmix", action="store_true", help="average the channels of multi-channel files")
-    return parser.parse_args(argv)
+    infer = parser.add_argument_group("offline inference (instead of MindRecord)")
+    infer.add_argument("--infer-bins", metavar="BINS", help="write the test mixtures as raw float32 model inputs "
+                                                            "+ BINS/index.json (--data-dir: any data evaluate.py reads)")
+    infer.add_argument("--fixed-length", type=_non_negative_int, default=0, metavar="N",
+                       help="input samples of a fixed-length graph (export.py --length N); 0 = dynamic (default)")
+    infer.add_argument("--window-seconds", type=float, default=30.0,
+                       help="dynamic graph: mixtures longer than this in windows, as evaluate.py (0 = whole)")
+    infer.add_argument("--overlap-seconds", type=float, default=2.0,
+                       help="overlap of windows, as evaluate.py (fixed length: at most half of it)")
+    infer.add_argument("--max-utterances", type=_non_negative_int, default=0, help="only the first K mixtures (0 = all)")
+    args = parser.parse_args(argv)
+    if not args.infer_bins and not args.out_dir:
+        parser.error("--out-dir is required (or --infer-bins for offline inference)")
+    return args
 
 
 def convert(args):
@@ -59,11 +93,26 @@ def convert(args):
               f"{files} (+ .db), {info['manifest_path']}")
 
 
+def write_infer_bins(args):
+    """The offline-inference mode: every model input of the test mixtures as a .bin file + index."""
+    window, overlap = plan_windows(args.sample_rate, args.fixed_length, args.window_seconds, args.overlap_seconds)
+    split = args.split or "test"
+    utterances = open_utterances(args.data_dir, args.sample_rate, args.num_speakers, split, args.mix_type,
+                                 args.resample, args.downmix)
+    data = {"path": os.path.abspath(args.data_dir), "split": split, "mix_type": args.mix_type,
+            "resample": args.resample, "downmix": args.downmix}
+    write_input_bins(utterances, args.infer_bins, args.sample_rate, args.fixed_length, window, overlap, data,
+                     args.max_utterances)
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
-        convert(args)   # the only mode for now; other modes get their own flag and function
-    except (DataError, AudioError) as err:
+        if args.infer_bins:
+            write_infer_bins(args)
+        else:
+            convert(args)
+    except (DataError, AudioError, EvaluationError, OfflineInferenceError, SeparationError) as err:
         print(f"preprocess.py: error: {err}", file=sys.stderr)
         return 2
     return 0

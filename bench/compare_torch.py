@@ -11,6 +11,7 @@ in MindSpore (GRAPH_MODE, src.models.swave.SWave + src.losses + src.training.ste
 and PyTorch (tests/torch_swave.py, svoice's model and cal_loss). Prints one table with the
 MindSpore / PyTorch ratio of every figure. Needs torch installed (requirements-test.txt).
 The machine is shared: run it when nothing else is busy, and treat ratios below ~10 % as noise.
+The paper config trains in MindSpore only with --recompute within 24 GB (as configs/swave_librimix.yaml).
 """
 import argparse
 import json
@@ -40,6 +41,21 @@ def _data(args, seconds, batch, seed):
 
 def _peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _start_rss_guard(limit_gb):
+    """Stop this worker (exit 3) when its RSS passes `limit_gb`, before the machine runs out."""
+    import threading
+
+    def watch():
+        while True:
+            with open("/proc/self/statm") as f:
+                rss_gb = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 30
+            if rss_gb > limit_gb:
+                print(f"RSS {rss_gb:.1f} GB passed --max-rss-gb {limit_gb}: stopped", file=sys.stderr, flush=True)
+                os._exit(3)
+            time.sleep(0.2)
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _timed(fn, warmup, runs):
@@ -121,6 +137,7 @@ def _pytorch(args, task):
 
 def _worker(args):
     framework, task = args.worker.split(":")
+    _start_rss_guard(args.max_rss_gb)
     result = (_mindspore if framework == "mindspore" else _pytorch)(args, task)
     result["peak_rss_mb"] = _peak_rss_mb()
     print("RESULT " + json.dumps(result), flush=True)
@@ -157,6 +174,8 @@ def main(argv=None):
     parser.add_argument("--recompute", action="store_true",
                         help="MindSpore: recompute the MulCat blocks in backward (the training "
                              "config's memory setting); svoice has no such option")
+    parser.add_argument("--max-rss-gb", type=float, default=20.0,
+                        help="stop a measurement whose memory passes this (the machine has 24 GB)")
     parser.add_argument("--only", choices=FRAMEWORKS, help="run one framework only")
     parser.add_argument("--json", help="also write all results to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

@@ -83,7 +83,7 @@ def check_lengths(length, sample_rate, segment):
     if length:
         return [length]
     one_second, segment_samples = int(sample_rate), int(round(segment * sample_rate))
-    return sorted({one_second, segment_samples, (one_second + segment_samples) // 2 * 2 + 1})
+    return sorted({one_second, segment_samples, (one_second + segment_samples) // 2 + 1})
 
 
 def _exported_separator(path, file_format):

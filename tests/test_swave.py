@@ -194,11 +194,11 @@ def test_bad_hyper_parameters_and_input_are_refused():
 # (N, L): frame N//L vs hop L/2 covers every overlap-add case: equal (16, 4), frame shorter than
 # the hop (16, 8), hop not dividing the frame (24, 6), N not a multiple of L (20, 8).
 @pytest.mark.parametrize("N, L, C, input_normalize, lengths", [
-    (16, 4, 2, False, [4, 5, 37, 250]),
-    (16, 4, 3, True, [7, 161]),
-    (16, 8, 3, False, [8, 99]),
-    (24, 6, 2, False, [6, 131]),
-    (20, 8, 2, True, [9, 120]),
+    (16, 4, 2, False, [4, 251]),   # shortest input (T = L) and an odd length
+    (16, 4, 3, True, [37]),
+    (16, 8, 3, False, [99]),
+    (24, 6, 2, False, [6]),
+    (20, 8, 2, True, [131]),
 ])
 def test_forward_matches_svoice_transcription(N, L, C, input_normalize, lengths):
     R, H, segment = 2, 8, 0.05
@@ -209,18 +209,18 @@ def test_forward_matches_svoice_transcription(N, L, C, input_normalize, lengths)
                 p.set_data(ms.Tensor(np.random.default_rng(1).uniform(0.5, 1.5, p.shape).astype(np.float32)))
     P = params_of(net)
     rng = np.random.default_rng(0)
+    net.set_train(True)
     for T in lengths:
         mixture = rng.standard_normal((2, T)).astype(np.float32)
         expected = svoice_forward(P, mixture.astype(np.float64), N, L, R, C, net.chunk_size, input_normalize)
-        net.set_train(True)
         all_layers = net(ms.Tensor(mixture)).asnumpy()
-        net.set_train(False)
-        last = net(ms.Tensor(mixture)).asnumpy()
         assert all_layers.shape == (R, 2, C, T)
-        assert last.shape == (2, C, T)
         np.testing.assert_allclose(all_layers, expected, atol=2e-5, rtol=1e-4, err_msg=f"T={T}")
-        np.testing.assert_allclose(last, expected[-1], atol=2e-5, rtol=1e-4)
         assert np.abs(expected).max() > 1e-3  # the comparison is not between zeros
+    net.set_train(False)
+    last = net(ms.Tensor(mixture)).asnumpy()
+    assert last.shape == (2, C, T)
+    np.testing.assert_allclose(last, expected[-1], atol=2e-5, rtol=1e-4)
 
 
 # ---------------------------------------------------------------- gradients in GRAPH_MODE

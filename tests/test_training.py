@@ -127,3 +127,38 @@ def test_non_finite_steps_are_skipped():
     loss, updated = step(ms.Tensor(x), ms.Tensor(y))
     assert bool(updated.asnumpy())
     assert not np.array_equal(net.weight.asnumpy(), before["weight"])
+
+
+def test_enhancement_resume_is_bit_identical_with_dropout(tmp_path):
+    """The R-Transformer recipe trains through the same loop; dropout masks survive a resume."""
+    def config(exp, *extra):
+        return load_config(os.path.join(ROOT, "configs/rt_demo.yaml"), [
+            f"experiment_dir={exp}", "model.dropout=0.1", "model.emb_dropout=0.1", "model.d_model=16",
+            "train.epochs=2", "train.valid_every=2", "train.valid_max_utterances=1",
+            "train.valid_pesq_stoi=false", *extra])
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    state_full = train(config(full))
+    train(config(resumed, "train.epochs=1"))
+    state_resumed = train(config(resumed))
+    assert [h["train_loss"] for h in state_resumed["history"]] == [h["train_loss"] for h in state_full["history"]]
+    params_full, params_resumed = parameters(str(full), 2)[0], parameters(str(resumed), 2)[0]
+    assert params_full["emb_dropout.calls"] > 0                          # dropout counters are saved
+    for name in params_full:
+        np.testing.assert_array_equal(params_full[name], params_resumed[name], err_msg=name)
+
+
+def test_reproducible_dropout():
+    from src.models.layers import ReproducibleDropout
+    ms.set_context(mode=ms.GRAPH_MODE)
+    dropout = ReproducibleDropout(0.25)
+    dropout.set_train(True)
+    x = ms.Tensor(np.ones((64, 256), np.float32))
+    first, second = dropout(x).asnumpy(), dropout(x).asnumpy()
+    assert set(np.unique(first)) == {0.0, np.float32(1 / 0.75)}
+    assert abs((first == 0).mean() - 0.25) < 0.01                     # drop rate
+    assert not np.array_equal(first, second)                           # a new mask every call
+    assert int(dropout.calls.asnumpy()) == 2
+    dropout.calls.set_data(ms.Tensor(0, ms.int32))                     # as after loading a checkpoint
+    np.testing.assert_array_equal(dropout(x).asnumpy(), first)
+    dropout.set_train(False)
+    np.testing.assert_array_equal(dropout(x).asnumpy(), x.asnumpy())

@@ -8,8 +8,12 @@ Reference for the import tests (`tests/test_svoice_import.py`) and the speed com
 only tests and the bench import this file.
 """
 import collections
+import contextlib
 import itertools
 import math
+import sys
+import types
+import typing
 
 import torch
 from torch import nn
@@ -196,26 +200,34 @@ def multi_scale_loss(estimates, source, lengths):
 
 # ---- svoice's checkpoint files ----
 
-def _pickle_stand_in(module, name, base=object):
-    """A class that pickles by reference as `module.name` (registered in sys.modules), standing
-    in for a class of a package that is not installed here (svoice, omegaconf)."""
-    import sys
-    import types
-    parts = module.split(".")
-    for i in range(1, len(parts) + 1):
-        sys.modules.setdefault(".".join(parts[:i]), types.ModuleType(".".join(parts[:i])))
-    cls = type(name, (base,), {"__module__": module, "__qualname__": name})
-    setattr(sys.modules[module], name, cls)
-    return cls
+@contextlib.contextmanager
+def _stand_ins():
+    """Lets svoice's and omegaconf's classes be pickled by reference without those packages:
+    yields `make(module, name)` -> a class that pickles as `module.name`; the fake modules are
+    removed from sys.modules afterwards."""
+    added = []
+
+    def make(module, name):
+        parts = module.split(".")
+        for i in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:i])
+            if prefix not in sys.modules:
+                sys.modules[prefix] = types.ModuleType(prefix)
+                added.append(prefix)
+        cls = type(name, (), {"__module__": module, "__qualname__": name})
+        setattr(sys.modules[module], name, cls)
+        return cls
+    try:
+        yield make
+    finally:
+        for prefix in added:
+            del sys.modules[prefix]
 
 
-def _hydra_args(model):
+def _hydra_args(make, model):
     """Stands in for the hydra DictConfig svoice stores as package['args']: an object of
     omegaconf's class holding nested content and a `typing.Any` reference, like the real one."""
-    import typing
-    config_cls = _pickle_stand_in("omegaconf.dictconfig", "DictConfig")
-    metadata_cls = _pickle_stand_in("omegaconf.base", "ContainerMetadata")
-    args, metadata = config_cls(), metadata_cls()
+    args, metadata = make("omegaconf.dictconfig", "DictConfig")(), make("omegaconf.base", "ContainerMetadata")()
     metadata.__dict__.update(ref_type=typing.Any, object_type=dict, key_type=typing.Any, optional=True)
     args.__dict__.update(_metadata=metadata, _content={
         "model": "swave", "sample_rate": model.init_kwargs["sr"], "lr": 5e-4,
@@ -223,10 +235,10 @@ def _hydra_args(model):
     return args
 
 
-def _model_package(model, state):
-    cls = _pickle_stand_in("svoice.models.swave", "SWave")
+def _model_package(make, model, state):
     state = collections.OrderedDict((k, v.detach().clone()) for k, v in state.items())
-    return {"class": cls, "args": (), "kwargs": dict(model.init_kwargs), "state": state}
+    return {"class": make("svoice.models.swave", "SWave"), "args": (),
+            "kwargs": dict(model.init_kwargs), "state": state}
 
 
 def serialize_package(model, path, best_state=None, legacy_format=False):
@@ -234,16 +246,18 @@ def serialize_package(model, path, best_state=None, legacy_format=False):
     'kwargs', 'state'}, 'optimizer', 'history', 'best_state', 'args'} (`legacy_format`: torch's
     pre-1.6 file format)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
-    package = {"model": _model_package(model, model.state_dict()),
-               "optimizer": optimizer.state_dict(),
-               "history": [{"train": -1.5, "valid": -2.0, "best": -2.0}],
-               "best_state": None if best_state is None else
-               collections.OrderedDict((k, v.detach().clone()) for k, v in best_state.items()),
-               "args": _hydra_args(model)}
-    torch.save(package, path, _use_new_zipfile_serialization=not legacy_format)
+    with _stand_ins() as make:
+        package = {"model": _model_package(make, model, model.state_dict()),
+                   "optimizer": optimizer.state_dict(),
+                   "history": [{"train": -1.5, "valid": -2.0, "best": -2.0}],
+                   "best_state": None if best_state is None else
+                   collections.OrderedDict((k, v.detach().clone()) for k, v in best_state.items()),
+                   "args": _hydra_args(make, model)}
+        torch.save(package, path, _use_new_zipfile_serialization=not legacy_format)
 
 
 def serialize_best(model, path):
     """Write `path` holding the {'class', 'args', 'kwargs', 'state'} part alone, which svoice's
     separate.py / evaluate.py also accept (a `best.th`-style file)."""
-    torch.save(_model_package(model, model.state_dict()), path)
+    with _stand_ins() as make:
+        torch.save(_model_package(make, model, model.state_dict()), path)

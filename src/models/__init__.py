@@ -1,5 +1,6 @@
 """Model registry: `build_model(cfg)` -> nn.Cell, chosen by `cfg.model.name`."""
 from src.config import ConfigError
+from src.models.rtransformer import build_rtransformer
 from src.models.swave import SWave
 
 
@@ -11,6 +12,7 @@ def _build_swave(cfg):
 
 MODELS = {
     "swave": _build_swave,
+    "rtransformer": build_rtransformer,
 }
 
 

@@ -16,6 +16,8 @@ import math
 import mindspore as ms
 from mindspore import nn, ops
 
+from src.models.layers import ReproducibleDropout, salt_dropouts
+
 RNN_TYPES = ("LSTM", "GRU")
 
 
@@ -69,7 +71,7 @@ class MultiHeadAttention(nn.Cell):
         self.key = nn.Dense(d_model, d_model)
         self.value = nn.Dense(d_model, d_model)
         self.output = nn.Dense(d_model, d_model)
-        self.dropout = nn.Dropout(p=dropout)
+        self.dropout = ReproducibleDropout(dropout)
         self.scale = 1.0 / math.sqrt(self.d_k)
 
     def _heads(self, x, batch, frames):
@@ -95,7 +97,7 @@ class FeedForward(nn.Cell):
         self.w_1 = nn.Dense(d_model, 4 * d_model)
         self.w_2 = nn.Dense(4 * d_model, d_model)
         self.relu = nn.ReLU()
-        self.dropout = nn.Dropout(p=dropout)
+        self.dropout = ReproducibleDropout(dropout)
 
     def construct(self, x):
         return self.w_2(self.dropout(self.relu(self.w_1(x))))
@@ -120,7 +122,7 @@ class RTransformerBlock(nn.Cell):
         self.attention_norm = _norm(d_model, layer_norm)
         self.feed_forward = FeedForward(d_model, dropout)
         self.feed_forward_norm = _norm(d_model, layer_norm)
-        self.dropout = nn.Dropout(p=dropout)
+        self.dropout = ReproducibleDropout(dropout)
 
     def construct(self, x, allowed):
         for rnn, norm in zip(self.rnns, self.rnn_norms):
@@ -136,20 +138,22 @@ class RTransformer(nn.Cell):
     -> mask (batch, frames, output_size) in [0, 1]. Frames at or past `frame_lengths[b]` are
     padding: no valid frame attends to them, so they do not change valid outputs (their own
     outputs are meaningless). `causal=True` restricts attention to past and current frames;
-    LocalRNN is always causal.
+    LocalRNN is always causal. Dropout masks are reproducible across resume (ReproducibleDropout);
+    `seed` varies them between experiments.
     """
 
     def __init__(self, input_size, d_model, output_size, h, rnn_type, ksize, n, n_level,
-                 dropout=0.1, emb_dropout=0.1, layer_norm=True, causal=True):
+                 dropout=0.1, emb_dropout=0.1, layer_norm=True, causal=True, seed=0):
         super().__init__()
         self.causal = causal
         self.encoder = nn.Dense(input_size, d_model)
-        self.emb_dropout = nn.Dropout(p=emb_dropout)
+        self.emb_dropout = ReproducibleDropout(emb_dropout)
         self.blocks = nn.CellList([
             RTransformerBlock(d_model, rnn_type, ksize, n, h, dropout, layer_norm)
             for _ in range(n_level)])
         self.decoder = nn.Dense(d_model, output_size)
         self.sigmoid = nn.Sigmoid()
+        salt_dropouts(self, seed)
 
     def _allowed(self, batch, frames, frame_lengths):
         """(batch, 1, frames or 1, frames) bool: may query frame i attend to key frame j."""
@@ -181,4 +185,4 @@ def build_rtransformer(cfg):
         input_size=int(m.input_size), d_model=int(m.d_model), output_size=int(m.output_size),
         h=int(m.h), rnn_type=str(m.rnn_type), ksize=int(m.ksize), n=int(m.n), n_level=int(m.n_level),
         dropout=float(m.dropout), emb_dropout=float(m.emb_dropout), layer_norm=bool(m.layer_norm),
-        causal=bool(m.causal))
+        causal=bool(m.causal), seed=int(cfg.get("seed", 0)))

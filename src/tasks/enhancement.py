@@ -53,6 +53,7 @@ class Enhancer:
 
 class EnhancementTask:
     name = "enhancement"
+    network_takes_lengths = True   # attention masks the padding frames of a batch
 
     def __init__(self):
         self._mixers = {}

@@ -6,19 +6,16 @@ from src.inference.network import NetworkSeparator
 from src.losses import SeparationLoss
 from src.metrics import score_utterance
 from src.models import build_model
+from src.training.context import all_reduce_sum
 
 
 def combine_means(sums, counts, info):
-    """Average per-worker sums over all workers (data parallel validation)."""
-    sums, counts = np.asarray(sums, np.float64), np.asarray(counts, np.float64)
+    """Means over the items of all workers: (sums `(n,)` summed over workers) / (counts summed
+    over workers) -> float64 `(n,)`; 0 where no worker had an item. `info`: RunInfo (None = one worker)."""
+    totals = np.concatenate([np.asarray(sums, np.float64).reshape(-1), [float(counts)]])
     if info is not None and info.distributed:
-        from mindspore.communication.comm_func import all_reduce
-        import mindspore as ms
-        packed = all_reduce(ms.Tensor(np.concatenate([sums, [counts]]).astype(np.float32)))
-        packed = packed[0] if isinstance(packed, tuple) else packed
-        packed = packed.asnumpy().astype(np.float64)
-        sums, counts = packed[:-1], packed[-1]
-    return sums / max(float(counts), 1.0)
+        totals = all_reduce_sum(totals)
+    return totals[:-1] / max(totals[-1], 1.0)
 
 
 class SeparationTask:

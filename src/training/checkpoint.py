@@ -42,11 +42,16 @@ def latest_checkpoint(exp_dir):
     return found[-1][1] if found else None
 
 
-def save_training_checkpoint(path, optimizer, meta):
-    """Write optimizer (which holds the network parameters too) + meta to `path` atomically."""
+def save_training_checkpoint(path, optimizer, meta, network=None):
+    """Write the optimizer (its state and the trainable parameters), the network's other
+    parameters (e.g. dropout counters) when `network` is given, and meta to `path` atomically."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path[:-len(".ckpt")] + ".tmp.ckpt"
-    ms.save_checkpoint(optimizer, tmp, append_dict={"meta": json.dumps(meta)})
+    params = {p.name: p for p in optimizer.get_parameters()}
+    if network is not None:
+        params.update((p.name, p) for p in network.get_parameters())
+    ms.save_checkpoint([{"name": name, "data": p} for name, p in params.items()], tmp,
+                       append_dict={"meta": json.dumps(meta)})
     os.replace(tmp, path)
 
 

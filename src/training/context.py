@@ -1,8 +1,11 @@
 """MindSpore execution context: device choice, graph mode, seeds, data parallel."""
+import functools
 import os
 from dataclasses import dataclass
 
 import mindspore as ms
+import numpy as np
+from mindspore import nn, ops
 
 _DEVICE_PREFERENCE = ("Ascend", "GPU", "CPU")
 
@@ -51,3 +54,25 @@ def init_context(cfg, distributed=False):
         ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
                                      device_num=info.group_size)
     return info
+
+
+class _AllReduceSum(nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.all_reduce = ops.AllReduce()
+
+    def construct(self, values):
+        return self.all_reduce(values)
+
+
+@functools.lru_cache(maxsize=None)
+def _all_reduce_sum_cell():
+    return _AllReduceSum()
+
+
+def all_reduce_sum(values):
+    """Element-wise sum over all data-parallel workers: float vector `(n,)` -> float64 numpy `(n,)`
+    (summed in float32). Every worker must call it, in the same order. Uses ops.AllReduce in a
+    Cell: mindspore.communication.comm_func.all_reduce has no CPU kernel in MindSpore 2.10."""
+    values = ms.Tensor(np.asarray(values, np.float32).reshape(-1))
+    return _all_reduce_sum_cell()(values).asnumpy().astype(np.float64)

@@ -8,11 +8,13 @@ class TrainStep(nn.Cell):
 
     construct(net_input, *targets) -> (loss, updated): `updated` is False when the loss or a
     gradient was NaN/Inf; the parameters and the optimizer state are then left untouched.
+    With `network_takes_lengths`, the network also gets the batch's last element (the lengths,
+    by convention `(net_input, *targets, lengths)`), e.g. to mask padded frames in attention.
     With `group_size` > 1 (data parallel), gradients and the loss are averaged over the workers
     before the finiteness check and clipping, so every worker takes the same decision.
     """
 
-    def __init__(self, network, loss_fn, optimizer, clip_grad_norm=0.0, group_size=1):
+    def __init__(self, network, loss_fn, optimizer, clip_grad_norm=0.0, group_size=1, network_takes_lengths=False):
         super().__init__(auto_prefix=False)
         self.network = network
         self.loss_fn = loss_fn
@@ -20,12 +22,15 @@ class TrainStep(nn.Cell):
         self.weights = optimizer.parameters
         self.clip_grad_norm = float(clip_grad_norm or 0.0)
         self.group_size = group_size
+        self.network_takes_lengths = network_takes_lengths
         if group_size > 1:
             self.grad_reducer = nn.DistributedGradReducer(self.weights, mean=True, degree=group_size)
             self.all_reduce = ops.AllReduce()
         self.grad_fn = ops.value_and_grad(self.forward, None, self.weights)
 
     def forward(self, net_input, *targets):
+        if self.network_takes_lengths:
+            return self.loss_fn(self.network(net_input, targets[-1]), *targets)
         return self.loss_fn(self.network(net_input), *targets)
 
     def construct(self, net_input, *targets):

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from src.config import save_config
 from src.tasks import get_task
 from src.training import checkpoint as ckpt
-from src.training.context import init_context
+from src.training.context import all_reduce_sum, init_context
 from src.training.lr_schedule import build_lr_schedule
 from src.training.step import TrainStep, build_optimizer
 
@@ -68,6 +68,16 @@ def _archive_old_run(exp_dir):
     return None
 
 
+def _check_workers_resume_alike(epoch, info):
+    """All data-parallel workers must start from the same epoch checkpoint (or all from scratch)."""
+    total, squares = all_reduce_sum([epoch, epoch * epoch])
+    if total * total != squares * info.group_size:      # equal only when every worker has `epoch`
+        raise TrainingError(
+            f"worker {info.rank} would resume after epoch {epoch}, but not every worker found the same "
+            "latest checkpoint: experiment_dir must be one directory all workers see (a shared file system "
+            "on multi-node runs)")
+
+
 def train(cfg, restart=False, distributed=False):
     """Train (or resume) the experiment described by `cfg`. Returns the final state dict."""
     info = init_context(cfg, distributed)
@@ -94,16 +104,20 @@ def train(cfg, restart=False, distributed=False):
         params, meta = ckpt.read_checkpoint(resume_from)
         _check_resume_config(cfg, ckpt.stored_config(meta), resume_from)
         ckpt.check_no_extra(net, params, resume_from)
-        ckpt.load_into(optimizer, params, resume_from, what="network and optimizer")
+        ckpt.load_into(net, params, resume_from)
+        ckpt.load_into(optimizer, params, resume_from, what="optimizer")
         state = meta["state"]
         schedule.load_state_dict(meta["lr_schedule"])
         log.info(f"resuming from {resume_from} (epoch {state['epoch']}, step {state['step']})")
+    if info.distributed:
+        _check_workers_resume_alike(state["epoch"], info)
     if info.is_main:
         save_config(cfg, os.path.join(exp_dir, "config.yaml"))
     log.info(f"task={cfg.task} model={cfg.model.name} params={_count_params(net):,} device={info.device_target} "
              f"workers={info.group_size} experiment={exp_dir}")
 
-    step = TrainStep(net, task.build_loss(cfg), optimizer, train_cfg.get("clip_grad_norm", 0.0), info.group_size)
+    step = TrainStep(net, task.build_loss(cfg), optimizer, train_cfg.get("clip_grad_norm", 0.0), info.group_size,
+                     network_takes_lengths=getattr(task, "network_takes_lengths", False))
     max_bad = int(train_cfg.get("max_nonfinite_steps", 20))
     for epoch in range(state["epoch"] + 1, int(train_cfg.epochs) + 1):
         optimizer.learning_rate.set_data(ms.Tensor(schedule.lr, ms.float32))
@@ -148,16 +162,16 @@ def train(cfg, restart=False, distributed=False):
         state["history"].append(record)
         log.info("epoch %d: %s", epoch, ", ".join(f"{k}={_fmt(v)}" for k, v in record.items() if k != "epoch"))
         if info.is_main:
-            _save_epoch(cfg, optimizer, schedule, state, best=state["best_epoch"] == epoch)
+            _save_epoch(cfg, net, optimizer, schedule, state, best=state["best_epoch"] == epoch)
     return state
 
 
-def _save_epoch(cfg, optimizer, schedule, state, best):
+def _save_epoch(cfg, net, optimizer, schedule, state, best):
     exp_dir = cfg.experiment_dir
     path = os.path.join(ckpt.checkpoint_dir(exp_dir), f"epoch_{state['epoch']:04d}.ckpt")
     meta = {"state": state, "lr_schedule": schedule.state_dict(),
             "config": yaml.safe_dump(cfg.to_dict(), sort_keys=False)}
-    ckpt.save_training_checkpoint(path, optimizer, meta)
+    ckpt.save_training_checkpoint(path, optimizer, meta, network=net)
     if best:
         ckpt.copy_atomic(path, os.path.join(ckpt.checkpoint_dir(exp_dir), "best.ckpt"))
     ckpt.prune_checkpoints(exp_dir, int(cfg.train.get("keep_checkpoints", 3)))

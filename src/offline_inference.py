@@ -1,0 +1,440 @@
+"""Offline inference of an exported MindIR: mixtures as raw .bin files, a runner, and the way back
+to full-length estimates scored exactly as evaluate.py scores them.
+
+Pipeline (scripts/run_infer_310.sh):
+1. `preprocess.py --infer-bins DIR` -> `write_input_bins`: every input a separator would get from
+   evaluate.py for each test mixture, one raw float32 file each, plus `DIR/index.json`.
+2. `infer.py` -> `open_runner` + `run_bins`: each .bin through the model (MindSpore Lite when
+   installed, else MindSpore's GraphCell), one result file per input.
+3. `postprocess.py` -> `ReplaySeparator` + src.evaluation: evaluate.py's own separation and
+   scoring run again, with the stored results standing in for the model.
+
+The inputs of step 1 are recorded by running the same calls evaluate.py makes
+(`separate_whole`, or `separate_long` for mixtures longer than the window) with a recording
+stand-in for the model; step 3 replays the results through the same calls. So the window layout,
+the speaker alignment across windows, the cross-fades and the scores are the code of
+src/inference/separation.py and src/evaluation.py, not a copy of it.
+
+- Dynamic-length graph (`export.py --length 0`): the windows of evaluate.py (default 30 s with
+  2 s overlap); shorter mixtures are one input of their own length. Same numbers as evaluate.py.
+- Fixed-length graph of N samples: windows of N samples; mixtures shorter than N and the last
+  window are zero-padded to N (the estimate is cropped). Not the same numbers as evaluate.py:
+  the network sees shorter context and the windows are stitched (see the README's tolerance).
+
+Files:
+  DIR/index.json      {"version", "id", "sample_rate", "num_speakers", "fixed_length" (0: dynamic),
+                       "window", "overlap" (samples; null: whole mixtures), "data": {path, split,
+                       mix_type, resample, downmix}, "utterances": [{key, length, sha1, bins: [names]}],
+                       "bins": {name: {samples, sha1}}}
+  DIR/<key>_<k>.bin   k-th input of an utterance: raw little-endian float32, shape (1, samples)
+  RESULT/<same name>  the model's output for it: raw little-endian float32, shape (1, C, samples)
+  RESULT/run.json     what wrote the results: model, backend, device, index id, timing
+"""
+import glob
+import hashlib
+import json
+import os
+import time
+import uuid
+
+import numpy as np
+
+from src.inference.separation import separate_long, separate_whole
+
+INDEX_NAME = "index.json"
+RUN_NAME = "run.json"
+INDEX_VERSION = 1
+BIN_DTYPE = np.dtype("<f4")
+
+
+class OfflineInferenceError(ValueError):
+    """Missing or mismatched offline-inference files; the message names the file and the fix."""
+
+
+def _sha1(samples):
+    return hashlib.sha1(np.ascontiguousarray(samples, dtype=BIN_DTYPE).tobytes()).hexdigest()
+
+
+def _fit_length(row, fixed_length):
+    """A separator input as the graph takes it: zero-padded to `fixed_length` (0: unchanged)."""
+    row = np.asarray(row, dtype=np.float32)
+    if not fixed_length or len(row) == fixed_length:
+        return row
+    if len(row) > fixed_length:
+        raise OfflineInferenceError(f"an input of {len(row)} samples is longer than the graph's "
+                                    f"{fixed_length}: the window must not exceed the fixed length")
+    return np.concatenate([row, np.zeros(fixed_length - len(row), np.float32)])
+
+
+def separate_like_evaluate(separate_fn, mixture, num_speakers, window, overlap):
+    """The calls evaluate.py makes for one mixture (batch size 1): whole when `window` is None or
+    the mixture fits in it, else overlapping windows -> `(C, time)`."""
+    if window is None:
+        return separate_whole(separate_fn, mixture, num_speakers)
+    return separate_long(separate_fn, mixture, num_speakers, window, overlap)
+
+
+def plan_windows(sample_rate, fixed_length=0, window_seconds=30.0, overlap_seconds=2.0):
+    """(window, overlap) in samples for the bins of a graph.
+
+    fixed_length N > 0: windows of N samples, the overlap `overlap_seconds` capped at N // 2.
+    0 (dynamic graph): evaluate.py's windows (`src.evaluation.window_samples`); (None, None)
+    for window_seconds == 0 (whole mixtures).
+    """
+    from src.evaluation import window_samples
+    if fixed_length < 0:
+        raise OfflineInferenceError(f"fixed length {fixed_length}: must be 0 (dynamic graph) or samples")
+    if not fixed_length:
+        return window_samples(window_seconds, overlap_seconds, sample_rate)
+    overlap = min(int(round(overlap_seconds * sample_rate)), fixed_length // 2)
+    if overlap < 1:
+        raise OfflineInferenceError(f"fixed length {fixed_length} with overlap {overlap_seconds:g} s leaves no "
+                                    "overlap to align the speakers of consecutive windows on")
+    return fixed_length, overlap
+
+
+class _InputRecorder:
+    """Stand-in separator: keeps every input row (as the graph takes it) and returns zeros."""
+
+    def __init__(self, num_speakers, fixed_length):
+        self.num_speakers, self.fixed_length = num_speakers, fixed_length
+        self.inputs = []
+
+    def __call__(self, batch):
+        self.inputs.extend(_fit_length(row, self.fixed_length) for row in batch)
+        return np.zeros((batch.shape[0], self.num_speakers, batch.shape[1]), np.float32)
+
+
+def write_input_bins(utterances, out_dir, sample_rate, fixed_length=0, window=None, overlap=None, data=None,
+                     max_utterances=0, log=print):
+    """Write the model inputs for every utterance as .bin files + `out_dir/index.json`.
+
+    utterances: dicts {key, mix (T,), src (C, T)} (src.data.dataset.iterate_utterances).
+    fixed_length, window, overlap: see plan_windows. data: where the utterances came from
+    (path, split, mix_type, resample, downmix), so postprocess.py reads the same references.
+    max_utterances: stop after this many (0: all). Returns the index (dict).
+    """
+    if fixed_length and window != fixed_length:
+        raise OfflineInferenceError(f"a fixed-length graph of {fixed_length} samples needs windows of "
+                                    f"{fixed_length}, not {window}")
+    os.makedirs(out_dir, exist_ok=True)
+    if os.path.isfile(os.path.join(out_dir, INDEX_NAME)):  # a bin folder of ours: drop the old inputs
+        for old in glob.glob(os.path.join(out_dir, "*.bin")):
+            os.remove(old)
+    index = {"version": INDEX_VERSION, "id": uuid.uuid4().hex, "sample_rate": int(sample_rate),
+             "num_speakers": None, "fixed_length": int(fixed_length), "window": window, "overlap": overlap,
+             "data": data or {}, "utterances": [], "bins": {}}
+    total_samples = 0
+    for count, utt in enumerate(utterances):
+        if max_utterances and count >= max_utterances:
+            break
+        mixture, num_speakers = np.asarray(utt["mix"], np.float32), int(utt["src"].shape[0])
+        if index["num_speakers"] is None:
+            index["num_speakers"] = num_speakers
+        elif num_speakers != index["num_speakers"]:
+            raise OfflineInferenceError(f"{utt['key']}: has {num_speakers} sources, the utterances before it "
+                                        f"{index['num_speakers']}; one model separates one speaker count")
+        recorder = _InputRecorder(num_speakers, fixed_length)
+        separate_like_evaluate(recorder, mixture, num_speakers, window, overlap)
+        names = []
+        for k, row in enumerate(recorder.inputs):
+            name = f"{utt['key']}_{k:03d}.bin"
+            row.astype(BIN_DTYPE).tofile(os.path.join(out_dir, name))
+            index["bins"][name] = {"samples": int(len(row)), "sha1": _sha1(row)}
+            names.append(name)
+            total_samples += len(row)
+        index["utterances"].append({"key": utt["key"], "length": int(len(mixture)), "sha1": _sha1(mixture),
+                                    "bins": names})
+    if not index["utterances"]:
+        raise OfflineInferenceError(f"{(data or {}).get('path', 'the data')}: no utterances to write")
+    _write_json(os.path.join(out_dir, INDEX_NAME), index)
+    shape = f"windows of {fixed_length} samples" if fixed_length else "any length"
+    log(f"wrote {len(index['bins'])} inputs ({shape}, {total_samples / sample_rate:.1f} s) of "
+        f"{len(index['utterances'])} mixtures to {out_dir} (+ {INDEX_NAME})")
+    return index
+
+
+def _write_json(path, obj):
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def read_index(bin_dir):
+    """The index of a bin folder; OfflineInferenceError when missing, unreadable or incomplete."""
+    path = os.path.join(bin_dir, INDEX_NAME)
+    if not os.path.isfile(path):
+        found = len(glob.glob(os.path.join(bin_dir, "*.bin"))) if os.path.isdir(bin_dir) else 0
+        what = f"{found} .bin files but no {INDEX_NAME}" if found else "no preprocessed .bin files"
+        raise OfflineInferenceError(f"{bin_dir}: {what} (write them with preprocess.py --infer-bins {bin_dir}, "
+                                    "or run_infer_310.sh with NEED_PREPROCESS=y)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            index = json.load(f)
+        keys_missing = [k for k in ("version", "id", "sample_rate", "fixed_length", "window", "overlap",
+                                    "utterances", "bins") if k not in index]
+    except (ValueError, TypeError) as err:
+        raise OfflineInferenceError(f"{path}: not an offline-inference index ({err})") from None
+    if keys_missing or index["version"] != INDEX_VERSION:
+        raise OfflineInferenceError(f"{path}: not an offline-inference index of version {INDEX_VERSION} "
+                                    f"(missing {', '.join(keys_missing) or 'nothing'}, version {index.get('version')})")
+    missing = [n for n in index["bins"] if not os.path.isfile(os.path.join(bin_dir, n))]
+    if missing:
+        raise OfflineInferenceError(f"{bin_dir}: {len(missing)} .bin file(s) listed in {INDEX_NAME} are missing "
+                                    f"(first: {missing[0]}); preprocess again")
+    return index
+
+
+def read_bin(path, samples, num_channels=None):
+    """A raw float32 file -> `(1, samples)`, or `(1, C, samples)` with C = size / samples
+    (num_channels: the C it must have, or None to accept any whole number)."""
+    data = np.fromfile(path, dtype=BIN_DTYPE)
+    if num_channels is None:
+        if samples <= 0 or data.size == 0 or data.size % samples:
+            raise OfflineInferenceError(f"{path}: {data.size} float32 values are not (1, C, {samples}) for any C")
+        return data.reshape(1, data.size // samples, samples)
+    if data.size != num_channels * samples:
+        raise OfflineInferenceError(f"{path}: {data.size} float32 values, expected {num_channels * samples} "
+                                    f"(1 x {samples} samples)")
+    return data.reshape(1, samples)
+
+
+# --------------------------------------------------------------------------------- the runner
+def mindir_input_shape(path):
+    """Input shape stored in a MindIR file (MindSpore's protobuf), -1 for a dynamic axis."""
+    from mindspore.train import mind_ir_pb2
+    model = mind_ir_pb2.ModelProto()
+    try:
+        with open(path, "rb") as f:
+            model.ParseFromString(f.read())
+        dims = [list(t.dims) for t in model.graph.input[0].tensor]
+    except Exception as err:  # protobuf raises DecodeError, an empty graph IndexError
+        raise OfflineInferenceError(f"{path}: cannot be read as a MindIR file ({type(err).__name__}: {err})") from None
+    if len(model.graph.input) != 1 or len(dims) != 1:
+        raise OfflineInferenceError(f"{path}: has {len(model.graph.input)} inputs; a separation graph has one "
+                                    "(mixture)")
+    return [int(d) for d in dims[0]]
+
+
+class MindSporeRunner:
+    """A MindIR file run by MindSpore's `nn.GraphCell` (GRAPH_MODE): `(1, T) -> (1, C, T)` numpy."""
+
+    backend = "mindspore"
+
+    def __init__(self, path, device_target="auto", device_id=0):
+        import mindspore as ms
+        from src.training.context import best_device
+        try:
+            self.device = best_device(device_target)
+        except RuntimeError as err:
+            raise OfflineInferenceError(str(err)) from None
+        ms.set_context(mode=ms.GRAPH_MODE)
+        if self.device == "CPU":
+            ms.set_device("CPU")
+        else:
+            ms.set_device(self.device, device_id)
+        self.input_shape = mindir_input_shape(path)
+        self.graph = ms.nn.GraphCell(ms.load(path))
+        self._tensor = ms.Tensor
+
+    def __call__(self, mixture):
+        return self.graph(self._tensor(mixture)).asnumpy()
+
+
+class LiteRunner:
+    """A MindIR file run by MindSpore Lite's Python API (cloud-side inference package, Ascend
+    310/310P, GPU or CPU): `(1, T) -> (1, C, T)` numpy. Dynamic inputs are resized per call
+    (CPU and GPU; on Ascend export a fixed length).
+
+    UNTESTED: written from the MindSpore Lite 2.x API docs (Context.target, Model.build_from_file,
+    get_inputs, resize, predict); mindspore-lite is not on PyPI, so it never ran in this project's tests.
+    """
+
+    backend = "mindspore_lite"
+
+    def __init__(self, path, device_target="auto", device_id=0):
+        import mindspore_lite as mslite
+        if device_target == "auto":
+            device_target = "Ascend" if os.path.exists(f"/dev/davinci{device_id}") else "CPU"
+        self.device = device_target
+        context = mslite.Context()
+        context.target = [device_target.lower()]
+        if device_target == "Ascend":
+            context.ascend.device_id = device_id
+        elif device_target == "GPU":
+            context.gpu.device_id = device_id
+        self.model = mslite.Model()
+        self.model.build_from_file(path, mslite.ModelType.MINDIR, context)
+        self.inputs = self.model.get_inputs()
+        self.input_shape = [int(d) for d in self.inputs[0].shape]
+
+    def __call__(self, mixture):
+        if [int(d) for d in self.inputs[0].shape] != list(mixture.shape):
+            self.model.resize(self.inputs, [list(mixture.shape)])
+        self.inputs[0].set_data_from_numpy(mixture)
+        return self.model.predict(self.inputs)[0].get_data_to_numpy()
+
+
+def lite_available():
+    try:
+        import mindspore_lite  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def open_runner(model_path, device_target="auto", device_id=0, backend="auto"):
+    """A runner for `model_path`: MindSpore Lite when installed (backend "auto" or "lite"),
+    otherwise MindSpore ("mindspore"). device_target: auto | Ascend | GPU | CPU."""
+    if not os.path.isfile(model_path):
+        raise OfflineInferenceError(f"{model_path}: model file not found (export one with export.py)")
+    if backend == "auto":
+        backend = "lite" if lite_available() else "mindspore"
+    if backend == "lite":
+        if not lite_available():
+            raise OfflineInferenceError("backend 'lite' needs MindSpore Lite's Python package (mindspore_lite)")
+        return LiteRunner(model_path, device_target, device_id)
+    if backend != "mindspore":
+        raise OfflineInferenceError(f"backend {backend!r}: use auto, lite or mindspore")
+    return MindSporeRunner(model_path, device_target, device_id)
+
+
+def check_inputs_fit(input_shape, index, model_path, bin_dir):
+    """Refuse bins the graph cannot take (before running anything): a (batch, time) input with
+    batch 1, and for a fixed-length graph every bin of exactly that length."""
+    if len(input_shape) != 2 or input_shape[0] not in (1, -1):
+        raise OfflineInferenceError(f"{model_path}: takes inputs of shape {input_shape}, not (1, time); "
+                                    "export the separation network with export.py")
+    length = input_shape[1]
+    if length == -1:
+        return
+    wrong = [(n, b["samples"]) for n, b in index["bins"].items() if b["samples"] != length]
+    if wrong:
+        name, samples = wrong[0]
+        raise OfflineInferenceError(
+            f"{model_path}: a fixed-length graph of {length} samples, but {len(wrong)} of the "
+            f"{len(index['bins'])} inputs in {bin_dir} have another length (e.g. {name}: {samples} samples; "
+            f"they were written for {_describe_bins(index)}). Preprocess again with --fixed-length {length} "
+            "(run_infer_310.sh does so with NEED_PREPROCESS=y)")
+
+
+def _describe_bins(index):
+    if index["fixed_length"]:
+        return f"a fixed-length graph of {index['fixed_length']} samples"
+    return "a dynamic-length graph"
+
+
+def run_bins(runner, model_path, bin_dir, result_dir, progress=True):
+    """Run every input of `bin_dir` through `runner`, writing `(1, C, T)` results to `result_dir`
+    (same names) and `result_dir/run.json`. Returns the run summary (dict)."""
+    from tqdm import tqdm
+
+    index = read_index(bin_dir)
+    check_inputs_fit(runner.input_shape, index, model_path, bin_dir)
+    os.makedirs(result_dir, exist_ok=True)
+    run_path = os.path.join(result_dir, RUN_NAME)
+    if os.path.exists(run_path):
+        os.remove(run_path)  # results are complete only once run.json is written again
+    started, samples, num_outputs = time.time(), 0, None
+    for name, info in tqdm(index["bins"].items(), disable=not progress, desc="inference", unit="input",
+                           dynamic_ncols=True, mininterval=1):
+        mixture = read_bin(os.path.join(bin_dir, name), info["samples"], num_channels=1)
+        try:
+            estimate = np.asarray(runner(mixture))
+        except Exception as err:  # the backends raise RuntimeError/ValueError with C++ messages
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise OfflineInferenceError(f"{os.path.join(bin_dir, name)}: {model_path} failed on this input of "
+                                        f"{info['samples']} samples: {first_line}") from None
+        if estimate.ndim != 3 or estimate.shape[0] != 1 or estimate.shape[2] != info["samples"]:
+            raise OfflineInferenceError(f"{model_path}: returned shape {estimate.shape} for input {mixture.shape} "
+                                        f"({name}); a separation graph returns (1, C, {info['samples']})")
+        num_outputs = num_outputs or int(estimate.shape[1])
+        estimate.astype(BIN_DTYPE).tofile(os.path.join(result_dir, name))
+        samples += info["samples"]
+    elapsed = time.time() - started
+    audio_seconds = samples / index["sample_rate"]
+    run = {"index_id": index["id"], "model": os.path.abspath(model_path), "backend": runner.backend,
+           "device": runner.device, "input_shape": runner.input_shape, "num_outputs": num_outputs,
+           "num_inputs": len(index["bins"]), "audio_seconds": round(audio_seconds, 3),
+           "elapsed_seconds": round(elapsed, 3), "real_time_factor": round(elapsed / max(audio_seconds, 1e-9), 4)}
+    _write_json(run_path, run)
+    return run
+
+
+# ----------------------------------------------------------------------------- postprocessing
+def read_run(result_dir, index, bin_dir):
+    """run.json of a result folder, checked to belong to the index of `bin_dir`."""
+    path = os.path.join(result_dir, RUN_NAME)
+    if not os.path.isfile(path):
+        raise OfflineInferenceError(f"{result_dir}: no {RUN_NAME}, so no complete inference results here "
+                                    f"(run infer.py --bin-dir {bin_dir} --result-dir {result_dir})")
+    with open(path, encoding="utf-8") as f:
+        run = json.load(f)
+    if run.get("index_id") != index["id"]:
+        raise OfflineInferenceError(f"{result_dir}: the results are of other inputs than those now in {bin_dir} "
+                                    "(preprocessed again since); run infer.py again")
+    missing = [n for n in index["bins"] if not os.path.isfile(os.path.join(result_dir, n))]
+    if missing:
+        raise OfflineInferenceError(f"{result_dir}: {len(missing)} result file(s) missing (first: {missing[0]}); "
+                                    "run infer.py again")
+    if index.get("num_speakers") and run.get("num_outputs") != index["num_speakers"]:
+        raise OfflineInferenceError(f"{run.get('model')}: separates {run.get('num_outputs')} speakers but the data "
+                                    f"in {bin_dir} has {index['num_speakers']} sources per mixture")
+    return run
+
+
+class ReplaySeparator:
+    """Separator `(batch, T) -> (batch, C, T)` that returns the stored model outputs for the inputs
+    preprocess.py wrote, found by content (inputs shorter than a fixed-length graph are padded
+    first, as when they were written). An input that was not written is an error, not a guess."""
+
+    def __init__(self, index, result_dir):
+        self.index, self.result_dir = index, result_dir
+        self.fixed_length = index["fixed_length"]
+        self.by_content = {info["sha1"]: (name, info["samples"]) for name, info in index["bins"].items()}
+
+    def __call__(self, batch):
+        outputs = []
+        for row in np.asarray(batch, dtype=np.float32):
+            fitted = _fit_length(row, self.fixed_length)
+            found = self.by_content.get(_sha1(fitted))
+            if found is None:
+                raise OfflineInferenceError(
+                    f"an input of {len(row)} samples is not among the preprocessed inputs (index {self.index['id']}): "
+                    "the data, window or overlap differ from what preprocess.py used; preprocess again")
+            name, samples = found
+            outputs.append(read_bin(os.path.join(self.result_dir, name), samples)[0, :, :len(row)])
+        return np.stack(outputs)
+
+
+def indexed_utterances(index, data_path=None):
+    """The utterances of the index, read again from their data (or `data_path`) with their
+    sources, in index order; each mixture must be the one preprocess.py wrote (same SHA-1)."""
+    from src.evaluation import open_utterances, sized
+
+    data = index.get("data") or {}
+    path = data_path or data.get("path")
+    if not path:
+        raise OfflineInferenceError("the index does not say where the data is; pass the data path")
+    wanted = {u["key"]: u for u in index["utterances"]}
+    utterances = open_utterances(path, index["sample_rate"], index.get("num_speakers"), data.get("split", "test"),
+                                 data.get("mix_type", "mix_clean"), data.get("resample", False),
+                                 data.get("downmix", False))
+
+    def generate():
+        seen = set()
+        for utt in utterances:
+            entry = wanted.get(utt["key"])
+            if entry is None:
+                continue
+            if _sha1(np.asarray(utt["mix"], np.float32)) != entry["sha1"]:
+                raise OfflineInferenceError(f"{path}: the mixture of {utt['key']} differs from the one preprocess.py "
+                                            "wrote; preprocess again")
+            seen.add(utt["key"])
+            yield utt
+            if len(seen) == len(wanted):
+                return
+        missing = [k for k in wanted if k not in seen]
+        raise OfflineInferenceError(f"{path}: {len(missing)} preprocessed utterance(s) not found (first: "
+                                    f"{missing[0]}); pass the data preprocess.py read")
+    return sized(generate(), len(wanted))
