@@ -43,17 +43,16 @@ TRAIN_SCRIPT="$(abspath "${TRAIN_SCRIPT:-$ROOT/train.py}")"
 RANK_TABLE="${RANK_TABLE_FILE:-}"
 [ -z "$RANK_TABLE" ] || RANK_TABLE="$(abspath "$RANK_TABLE")"
 
-# Check everything a worker would only find out after the cluster is built: config, device,
-# global batch, rank table. Prints experiment_dir, device target and the device ids (rank order).
+# Check what the workers would only find out after the cluster is built (config, global batch,
+# rank table; the device only with a rank table: importing MindSpore takes seconds).
+# Prints experiment_dir and the device ids in rank order.
 PREFLIGHT='
 import json, sys
 from src.config import ConfigError, load_config
-from src.training.context import best_device
 workers, table_path, config, overrides = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
 try:
     cfg = load_config(config, overrides)
-    device = best_device(cfg.get("device_target", "auto"))
-except (ConfigError, FileNotFoundError, RuntimeError, ValueError) as err:
+except (ConfigError, FileNotFoundError, ValueError) as err:
     sys.exit(f"error: {err}")
 batch = int(cfg.train.batch_size)
 if batch % workers:
@@ -61,6 +60,11 @@ if batch % workers:
              f"(e.g. train.batch_size={workers * max(1, round(batch / workers))})")
 device_ids = list(range(workers))
 if table_path:
+    from src.training.context import best_device
+    try:
+        device = best_device(cfg.get("device_target", "auto"))
+    except RuntimeError as err:
+        sys.exit(f"error: {err}")
     if device != "Ascend":
         sys.exit(f"error: a rank table (RANK_TABLE_FILE={table_path}) is for Ascend (HCCL) but the device is "
                  f"{device}; unset RANK_TABLE_FILE to start the workers with msrun")
@@ -77,11 +81,10 @@ if table_path:
     if len(device_ids) != workers:
         sys.exit(f"error: {table_path}: has {len(device_ids)} devices but DEVICE_NUM={workers}")
 print(cfg.experiment_dir)
-print(device)
 print(" ".join(map(str, device_ids)))
 '
 PREFLIGHT_OUT="$(python -c "$PREFLIGHT" "$DEVICE_NUM" "$RANK_TABLE" "$CONFIG" "${OVERRIDES[@]}")" || exit 2
-{ read -r EXP_DIR; read -r DEVICE; read -r -a DEVICE_IDS; } <<< "$PREFLIGHT_OUT"
+{ read -r EXP_DIR; read -r -a DEVICE_IDS; } <<< "$PREFLIGHT_OUT"
 [[ "$EXP_DIR" == /* ]] || EXP_DIR="$ROOT/$EXP_DIR"
 LOG_DIR="$EXP_DIR/distribute_logs"
 COMBINED="$EXP_DIR/train_distribute.log"
@@ -91,9 +94,9 @@ mkdir -p "$LOG_DIR"
 
 say() { echo "$*" | tee -a "$COMBINED"; }
 FOLLOWERS=()
-follow() {  # follow FILE LABEL PID: FILE's lines (tqdm's \r updates too), labelled, to the combined log and stdout
+follow() {  # follow FILE LABEL PID: FILE's lines (tqdm's \r updates too, no [INFO]), labelled, to the combined log and stdout
   tail -n +1 -F -s 0.5 --pid="$3" "$1" 2>/dev/null | stdbuf -o0 tr '\r' '\n' \
-    | sed -u -e '/^[[:space:]]*$/d' -e "s/^/[$2] /" | tee -a "$COMBINED" &
+    | sed -u -e '/^[[:space:]]*$/d' -e '/^\[INFO\] /d' -e "s/^/[$2] /" | tee -a "$COMBINED" &
   FOLLOWERS+=($!)
 }
 
@@ -116,7 +119,7 @@ trap 'say "interrupted: stopping all workers"; stop_job; exit 130' INT TERM
 FAILED=0
 if [ -z "$RANK_TABLE" ]; then
   PORT="${MASTER_PORT:-$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
-  say "starting $DEVICE_NUM worker(s) on $DEVICE with msrun (port $PORT); config $CONFIG"
+  say "starting $DEVICE_NUM worker(s) with msrun (port $PORT); config $CONFIG"
   say "logs: $LOG_DIR/worker_<rank>.log, all of them in $COMBINED"
   # --tail_worker_log=$DEVICE_NUM names no worker: msrun copies no log to its output, follow() does
   setsid msrun --worker_num="$DEVICE_NUM" --local_worker_num="$DEVICE_NUM" --master_port="$PORT" --log_dir="$LOG_DIR" \
@@ -166,7 +169,7 @@ done
 if [ ${#CULPRITS[@]} -eq 0 ]; then
   say "error: the distributed job failed (see $LOG_DIR/msrun.log and $LOG_DIR/worker_*.log); all workers were stopped" >&2
 else
-  say "error: worker ${CULPRITS[*]} failed; the other workers were stopped. Last lines of the log:" >&2
+  say "error: worker $(IFS=,; echo "${CULPRITS[*]}" | sed 's/,/, /g') failed; the other workers were stopped. Last lines:" >&2
   for rank in "${CULPRITS[@]}"; do
     say "---- $LOG_DIR/worker_$rank.log" >&2
     grep -v -E '^\[(INFO|WARNING)\]' "$LOG_DIR/worker_$rank.log" | tail -n 12 | tee -a "$COMBINED" >&2

@@ -2,6 +2,7 @@
 svoice's forward pass (its chunk padding, overlap-add and final pad/crop), shapes for odd and very
 short inputs, and GRAPH_MODE gradients (repeatable and equal to PyNative: the pad-bug guard)."""
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ from src.config import Config, ConfigError, load_config
 from src.losses import SeparationLoss
 from src.models import build_model
 from src.models.swave import SWave, SWaveConfigError
+
+DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "demo.yaml")
 
 
 @pytest.fixture(autouse=True)
@@ -167,13 +170,13 @@ def test_weights_are_xavier_normal():
 
 
 def test_registry_builds_from_config():
-    cfg = load_config("configs/demo.yaml", ["model.C=3", "model.input_normalize=true"])
+    cfg = load_config(DEMO_CONFIG, ["model.C=3", "model.input_normalize=true"])
     net = build_model(cfg)
     assert isinstance(net, SWave)
     assert (net.N, net.L, net.H, net.R, net.C) == (cfg.model.N, cfg.model.L, cfg.model.H, cfg.model.R, 3)
     assert net.chunk_size == int(np.sqrt(2 * cfg.sample_rate * cfg.segment / (cfg.model.L / 2)))
     with pytest.raises(ConfigError, match="not a known model"):
-        build_model(load_config("configs/demo.yaml", ["model.name=nope"]))
+        build_model(load_config(DEMO_CONFIG, ["model.name=nope"]))
     with pytest.raises(ConfigError, match="missing config key"):
         build_model(Config({"model": {"name": "swave", "N": 8}, "sample_rate": 8000, "segment": 1.0}))
 
@@ -234,8 +237,9 @@ class _NetWithLoss(nn.Cell):
 
 
 def test_graph_gradients_repeat_and_match_pynative():
+    """Also covers recompute=True (the paper config's setting) in GRAPH_MODE."""
     ms.set_seed(0)
-    net = SWave(16, 8, 8, 2, 2, 8000, 0.05)
+    net = SWave(16, 8, 8, 2, 2, 8000, 0.05, recompute=True)
     net.set_train(True)
     with_loss = _NetWithLoss(net)
     rng = np.random.default_rng(0)

@@ -8,25 +8,11 @@ import pytest
 from mindspore import nn
 
 from src.config import load_config
-from src.data.layout import find_splits
-from src.data.mindrecord import write_split
-from src.data.mini_librimix import build_mini_librimix
 from src.training import checkpoint as ckpt
 from src.training.step import TrainStep
 from src.training.trainer import TrainingError, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    """8 training and 2 validation mixtures of the bundled set as MindRecord."""
-    tmp = tmp_path_factory.mktemp("data")
-    build_mini_librimix(str(tmp / "mini"))
-    splits = find_splits(str(tmp / "mini" / "Libri2Mix"))
-    write_split(splits["train"].utterances[:8], str(tmp / "mr"), "train", 2, 8000)
-    write_split(splits["valid"].utterances[:2], str(tmp / "mr"), "valid", 1, 8000)
-    return tmp / "mr"
 
 
 def tiny_config(data_dir, exp_dir, *overrides):

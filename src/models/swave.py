@@ -241,7 +241,8 @@ class SWave(nn.Cell):
     N: encoder filters / feature size, L: encoder window (hop L/2), H: LSTM hidden size,
     R: dual-path layers, C: speakers, sample_rate (Hz) and segment (s) set the chunk size
     K = int(sqrt(2 * sample_rate * segment / (L/2))). recompute: recompute the MulCat blocks in
-    the backward pass (less memory, ~1/3 more time).
+    the backward pass (GRAPH_MODE; less memory: the paper config at batch 2 x 4 s peaked at 15.3 GB
+    on CPU with it, and went past 24 GB without).
 
     `construct(mixture (batch, time))`, time >= L: in training (`set_train(True)`) the estimate
     after every layer, `(R, batch, C, time)`; otherwise the last one, `(batch, C, time)`.

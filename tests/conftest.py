@@ -1,0 +1,18 @@
+"""Shared fixtures: a tiny MindRecord copy of the bundled mini LibriMix for training tests."""
+import pytest
+
+from src.data.layout import find_splits
+from src.data.mindrecord import write_split
+from src.data.mini_librimix import build_mini_librimix
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """Folder with 8 training mixtures (`train.mindrecord0..1`) and 3 validation mixtures
+    (`valid.mindrecord0`) of the bundled set at 8 kHz, generated once per test session."""
+    tmp = tmp_path_factory.mktemp("data")
+    build_mini_librimix(str(tmp / "mini"))
+    splits = find_splits(str(tmp / "mini" / "Libri2Mix"))
+    write_split(splits["train"].utterances[:8], str(tmp / "mr"), "train", 2, 8000)
+    write_split(splits["valid"].utterances[:3], str(tmp / "mr"), "valid", 1, 8000)
+    return tmp / "mr"
