@@ -161,6 +161,7 @@ def exported(tmp_path_factory):
     from src.training.checkpoint import load_model, save_training_checkpoint
 
     folder = tmp_path_factory.mktemp("export")
+    previous_mode = ms.get_context("mode")
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_seed(3)
     cfg = load_config(os.path.join(REPO, "configs", "demo.yaml"),
@@ -169,13 +170,13 @@ def exported(tmp_path_factory):
     ckpt = str(folder / "tiny.ckpt")
     save_training_checkpoint(ckpt, nn.Adam(net.trainable_params(), 1e-3),
                              {"epoch": 0, "config": yaml.safe_dump(cfg.to_dict())})
-    net, cfg = load_model(ckpt)
+    net, _ = load_model(ckpt)
     dynamic = export_network(net, str(folder / "tiny_dynamic"))
     fixed = export_network(net, str(folder / "tiny_fixed"), length=FIXED_LENGTH)
     checks = {"dynamic": compare_with_network(net, dynamic, "MINDIR", [4000, 8000, 12345]),
               "fixed": compare_with_network(net, fixed, "MINDIR", [FIXED_LENGTH])}
-    return {"folder": folder, "ckpt": ckpt, "net": net, "cfg": cfg, "dynamic": dynamic, "fixed": fixed,
-            "checks": checks}
+    yield {"folder": folder, "ckpt": ckpt, "net": net, "dynamic": dynamic, "fixed": fixed, "checks": checks}
+    ms.set_context(mode=previous_mode)
 
 
 def run_script(model, out_dir, cwd=REPO, **env):
@@ -262,6 +263,16 @@ def test_fixed_length_graph_pipeline_stitches_windows_like_separate_long(exporte
     assert wrong.returncode == 2
     assert f"fixed-length graph of {FIXED_LENGTH} samples" in wrong.stderr
     assert "Traceback" not in wrong.stderr
+
+
+def test_export_cli_explains_a_refused_format(exported):
+    result = subprocess.run([sys.executable, "export.py", "--ckpt", exported["ckpt"], "--file-name",
+                             str(exported["folder"] / "tiny"), "--file-format", "onnx"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "ONNX export needs a fixed length (--length N)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not os.path.exists(exported["folder"] / "tiny.onnx")
 
 
 def test_script_names_a_missing_model(tmp_path):
