@@ -15,6 +15,7 @@ onnxruntime (for the check); AIR needs an Ascend device and is not checked (Mind
 AIR files).
 """
 import argparse
+import os
 import time
 
 from src.cli import run_main
@@ -49,7 +50,10 @@ def main(argv=None):
     except RuntimeError as err:
         raise ExportError(str(err)) from None
     ms.set_context(mode=ms.GRAPH_MODE)
-    ms.set_device(device)
+    if device == "CPU":
+        ms.set_device("CPU")
+    else:
+        ms.set_device(device, int(os.environ.get("DEVICE_ID", 0)))
     net, cfg = load_model(args.ckpt, load_config(args.config) if args.config else None)
     check_request(args.file_format, args.length, int(cfg.model.L), device)
 

@@ -63,15 +63,17 @@ def parse_args(argv=None):
     parser.add_argument("--resample", action="store_true", help="resample files at another rate (soxr)")
     parser.add_argument("--downmix", action="store_true", help="average the channels of multi-channel files")
     infer = parser.add_argument_group("offline inference (instead of MindRecord)")
-    infer.add_argument("--infer-bins", metavar="BINS", help="write the test mixtures as raw float32 model inputs "
-                                                            "+ BINS/index.json (--data-dir: any data evaluate.py reads)")
+    infer.add_argument("--infer-bins", metavar="BINS",
+                       help="write the test mixtures as raw float32 model inputs + BINS/index.json "
+                            "(--data-dir: any data evaluate.py reads)")
     infer.add_argument("--fixed-length", type=_non_negative_int, default=0, metavar="N",
                        help="input samples of a fixed-length graph (export.py --length N); 0 = dynamic (default)")
     infer.add_argument("--window-seconds", type=float, default=30.0,
                        help="dynamic graph: mixtures longer than this in windows, as evaluate.py (0 = whole)")
     infer.add_argument("--overlap-seconds", type=float, default=2.0,
                        help="overlap of windows, as evaluate.py (fixed length: at most half of it)")
-    infer.add_argument("--max-utterances", type=_non_negative_int, default=0, help="only the first K mixtures (0 = all)")
+    infer.add_argument("--max-utterances", type=_non_negative_int, default=0,
+                       help="only the first K mixtures (0 = all)")
     args = parser.parse_args(argv)
     if not args.infer_bins and not args.out_dir:
         parser.error("--out-dir is required (or --infer-bins for offline inference)")

@@ -60,14 +60,6 @@ if batch % workers:
              f"(e.g. train.batch_size={workers * max(1, round(batch / workers))})")
 device_ids = list(range(workers))
 if table_path:
-    from src.training.context import best_device
-    try:
-        device = best_device(cfg.get("device_target", "auto"))
-    except RuntimeError as err:
-        sys.exit(f"error: {err}")
-    if device != "Ascend":
-        sys.exit(f"error: a rank table (RANK_TABLE_FILE={table_path}) is for Ascend (HCCL) but the device is "
-                 f"{device}; unset RANK_TABLE_FILE to start the workers with msrun")
     try:
         with open(table_path, encoding="utf-8") as f:
             servers = json.load(f)["server_list"]
@@ -80,6 +72,14 @@ if table_path:
         sys.exit(f"error: {table_path}: not a readable HCCL rank table (version 1.0 with server_list): {err!r}")
     if len(device_ids) != workers:
         sys.exit(f"error: {table_path}: has {len(device_ids)} devices but DEVICE_NUM={workers}")
+    from src.training.context import best_device
+    try:
+        device = best_device(cfg.get("device_target", "auto"))
+    except RuntimeError as err:
+        sys.exit(f"error: {err}")
+    if device != "Ascend":
+        sys.exit(f"error: a rank table (RANK_TABLE_FILE={table_path}) is for Ascend (HCCL) but the device is "
+                 f"{device}; unset RANK_TABLE_FILE to start the workers with msrun")
 print(cfg.experiment_dir)
 print(" ".join(map(str, device_ids)))
 '
@@ -101,18 +101,20 @@ follow() {  # follow FILE LABEL PID: FILE's lines (tqdm's \r updates too, no [IN
 }
 
 JOB_PIDS=()
-stop_job() {  # stop every process of the job: SIGINT (msrun then stops its scheduler and workers), then SIGKILL
+STOP_SIGNAL=INT   # msrun stops its scheduler and workers on SIGINT; rank-table workers get SIGTERM
+stop_job() {  # stop every process of the job: STOP_SIGNAL, then SIGKILL after 10 s
   local pid children=()
-  for pid in "${JOB_PIDS[@]}"; do children+=($(pgrep -P "$pid")); kill -INT "$pid" 2>/dev/null; done
+  for pid in "${JOB_PIDS[@]}"; do children+=($(pgrep -P "$pid")); kill -"$STOP_SIGNAL" "$pid" 2>/dev/null; done
   for _ in $(seq 20); do
     local alive=0
     for pid in "${JOB_PIDS[@]}" "${children[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && return
+    [ "$alive" = 0 ] && break
     sleep 0.5
   done
   for pid in "${children[@]}" "${JOB_PIDS[@]}"; do   # workers are process-group leaders (setsid)
     kill -0 "$pid" 2>/dev/null && { kill -KILL -- "-$pid" 2>/dev/null; kill -KILL "$pid" 2>/dev/null; }
   done
+  for pid in "${JOB_PIDS[@]}"; do wait "$pid" 2>/dev/null; done
 }
 trap 'say "interrupted: stopping all workers"; stop_job; exit 130' INT TERM
 
@@ -136,6 +138,7 @@ if [ -z "$RANK_TABLE" ]; then
   done
   wait "${JOB_PIDS[0]}" || FAILED=1
 else
+  STOP_SIGNAL=TERM  # background jobs of a script ignore SIGINT
   say "starting $DEVICE_NUM worker(s) on Ascend with the rank table $RANK_TABLE (devices ${DEVICE_IDS[*]}); config $CONFIG"
   say "logs: $LOG_DIR/worker_<rank>.log, all of them in $COMBINED"
   for ((rank = 0; rank < DEVICE_NUM; rank++)); do

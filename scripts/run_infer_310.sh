@@ -27,7 +27,10 @@ DEVICE_TARGET="${4:-auto}"
 DEVICE_ID="${5:-${DEVICE_ID:-0}}"
 OUT="${INFER_OUT:-}"
 [ -n "$OUT" ] && OUT=$(real_path "$OUT")
-case "$NEED_PREPROCESS" in y|n) ;; *) echo "error: NEED_PREPROCESS must be y or n, got '$NEED_PREPROCESS'" >&2; exit 2 ;; esac
+case "$NEED_PREPROCESS" in
+  y|n) ;;
+  *) echo "error: NEED_PREPROCESS must be y or n, got '$NEED_PREPROCESS'" >&2; exit 2 ;;
+esac
 [ -f "$MINDIR" ] || { echo "error: model file not found: $MINDIR (export one with export.py)" >&2; exit 2; }
 
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/env.sh"

@@ -7,6 +7,7 @@ Three real runs (module fixture `runs`), each through the launcher with tests/di
   resumed  2 workers, started in a fresh experiment holding only `two`'s epoch-1 checkpoint
            (what a run stopped after epoch 1 leaves), resumes and trains epoch 2.
 """
+import json
 import os
 import shutil
 import signal
@@ -107,7 +108,7 @@ def test_workers_hold_identical_parameters(runs):
     rank0 = params_of(runs["two"]["dumps"][0])
     for name in saved:
         np.testing.assert_array_equal(saved[name], rank0[name], err_msg=name)
-    assert int(rank0["global_step"]) == EPOCHS * TRAIN_ROWS // GLOBAL_BATCH
+    assert int(rank0["global_step"].item()) == EPOCHS * TRAIN_ROWS // GLOBAL_BATCH
     assert any(not np.array_equal(first[n], saved[n]) for n in saved if "." in n)   # training changed them
 
 
@@ -146,14 +147,14 @@ def test_two_workers_match_one_worker_with_the_same_global_batch(runs):
             np.testing.assert_array_equal(np.sort(joined[step], axis=0), np.sort(single[step], axis=0))
     loss_two = [h["train_loss"] for h in two["history"]]
     loss_one = [h["train_loss"] for h in one["history"]]
-    np.testing.assert_allclose(loss_two, loss_one, rtol=1e-4)
+    np.testing.assert_allclose(loss_two, loss_one, rtol=1e-5)
     assert loss_two[1] != loss_two[0]
     params_two, params_one = params_of(two["dumps"][0]), params_of(one["dumps"][0])
     for name in params_one:
-        np.testing.assert_allclose(params_two[name], params_one[name], rtol=1e-3, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(params_two[name], params_one[name], rtol=1e-4, atol=1e-5, err_msg=name)
     # validation: 3 utterances split 2 + 1 over the workers, combined into one mean
     for key in ("valid_si_snri", "valid_sdri"):
-        assert two["history"][-1][key] == pytest.approx(one["history"][-1][key], abs=1e-3)
+        assert two["history"][-1][key] == pytest.approx(one["history"][-1][key], abs=1e-4)
 
 
 def test_resumed_run_matches_the_uninterrupted_one(runs):
@@ -195,16 +196,48 @@ def test_a_failing_worker_stops_the_others(tiny_data, tmp_path):
     assert not run_processes(exp)            # worker 0, msrun and its scheduler are gone
 
 
+def rank_table(folder, devices):
+    """An HCCL rank table (version 1.0) for one server with `devices` devices -> its path."""
+    path = os.path.join(folder, f"hccl_{devices}p.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"version": "1.0", "server_count": "1", "status": "completed", "server_list": [
+            {"server_id": "10.0.0.1", "device": [{"device_id": str(7 - i), "device_ip": f"192.168.1.{i}",
+                                                  "rank_id": str(i)} for i in range(devices)]}]}, f)
+    return path
+
+
 @pytest.mark.parametrize("args, env, message", [
     (["3", "configs/demo.yaml"], {}, "train.batch_size=4 is the global batch and must be divisible by DEVICE_NUM=3"),
-    (["2", "True", "/no/hccl_2p.json", "configs/demo.yaml"], {}, "is for Ascend (HCCL) but the device is CPU"),
-    (["2", "configs/demo.yaml"], {"RANK_TABLE_FILE": "hccl_2p.json"}, "is for Ascend (HCCL) but the device is CPU"),
-    (["2", "False", "/no/hccl_2p.json"], {}, "for one device use scripts/run_standalone_train.sh"),
     (["2", "configs/missing.yaml"], {}, "config not found"),
+    (["2", "False", "{table2}"], {}, "for one device use scripts/run_standalone_train.sh"),
+    (["2", "True", "/no/hccl_2p.json", "configs/demo.yaml"], {}, "/no/hccl_2p.json: not a readable HCCL rank table"),
+    (["4", "True", "{table2}", "configs/demo.yaml"], {}, "hccl_2p.json: has 2 devices but DEVICE_NUM=4"),
+    (["2", "configs/demo.yaml"], {"RANK_TABLE_FILE": "{table2}"}, "is for Ascend (HCCL) but the device is CPU"),
 ])
 def test_the_launcher_refuses_bad_arguments(args, env, message, tmp_path):
+    """Refused before anything starts. ModelZoo form: DEVICE_NUM DISTRIBUTE RANK_TABLE_FILE [CONFIG]."""
+    table = rank_table(str(tmp_path), 2)
+    args = [a.format(table2=table) for a in args]
+    env = {k: v.format(table2=table) for k, v in env.items()}
     # from scripts/: CONFIG is found relative to the repository root too
     code, out, err, _ = launch([*args, f"experiment_dir={tmp_path}"], str(tmp_path),
                                cwd=os.path.join(ROOT, "scripts"), timeout=120, **env)
     assert code == 2 and message in err, out + err
     assert not os.path.exists(tmp_path / "distribute_logs")
+
+
+@pytest.mark.parametrize("epochs, refused", [((2, 2), False), ((0, 0, 0), False), ((2, 0), True), ((1, 3, 2), True)])
+def test_workers_must_resume_from_the_same_epoch(epochs, refused, monkeypatch):
+    """Workers that found different latest checkpoints (e.g. experiment_dir not shared between
+    machines) are stopped; here the all-reduce is simulated for worker 0 of len(epochs) workers."""
+    from src.training import trainer
+    from src.training.context import RunInfo
+    def all_reduce_sum(values):           # worker 0's values plus what the others send
+        return np.asarray(values, np.float64) + np.sum([[e, e * e] for e in epochs[1:]], axis=0)
+    monkeypatch.setattr(trainer, "all_reduce_sum", all_reduce_sum)
+    info = RunInfo("CPU", rank=0, group_size=len(epochs))
+    if refused:
+        with pytest.raises(trainer.TrainingError, match="not every worker found the same latest checkpoint"):
+            trainer._check_workers_resume_alike(epochs[0], info)
+    else:
+        trainer._check_workers_resume_alike(epochs[0], info)
