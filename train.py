@@ -23,11 +23,9 @@ def main():
     from src.training.trainer import TrainingError, train
     cfg = load_config(args.config, args.overrides)
     try:
-        state = train(cfg, restart=args.restart, distributed=args.distributed)
+        train(cfg, restart=args.restart, distributed=args.distributed)
     except TrainingError as err:
         raise SystemExit(f"error: {err}") from None
-    if state["best_score"] is not None:
-        print(f"best validation score {state['best_score']:.3f} at epoch {state['best_epoch']}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import train as train_entry
 from src.tasks.separation import SeparationTask
 from src.training import trainer
 
+_RealTrainStep, _real_train_batches = trainer.TrainStep, SeparationTask.train_batches
 _steps, _mixes = [], {}
 
 
@@ -28,12 +29,10 @@ def _recording_train_batches(self, cfg, epoch, num_shards=1, shard_id=0):
         yield batch
 
 
-_RealTrainStep, _real_train_batches = trainer.TrainStep, SeparationTask.train_batches
-
-
 def main():
-    if os.environ.get("MS_ROLE") != "MS_SCHED" and os.environ.get("DIST_TEST_FAIL_RANK") == os.environ.get("RANK_ID"):
-        sys.exit(f"error: injected failure of worker {os.environ['RANK_ID']}")
+    rank = os.environ.get("RANK_ID")          # set by msrun (also in its scheduler, which must not fail)
+    if os.environ.get("MS_ROLE") != "MS_SCHED" and os.environ.get("DIST_TEST_FAIL_RANK") == rank:
+        sys.exit(f"error: injected failure of worker {rank}")
     trainer.TrainStep = _recording_train_step
     SeparationTask.train_batches = _recording_train_batches
     train_entry.main()

@@ -163,6 +163,9 @@ def train(cfg, restart=False, distributed=False):
         log.info("epoch %d: %s", epoch, ", ".join(f"{k}={_fmt(v)}" for k, v in record.items() if k != "epoch"))
         if info.is_main:
             _save_epoch(cfg, net, optimizer, schedule, state, best=state["best_epoch"] == epoch)
+    if state["best_score"] is not None:
+        log.info(f"best validation score {state['best_score']:.3f} at epoch {state['best_epoch']} "
+                 f"({os.path.join(ckpt.checkpoint_dir(exp_dir), 'best.ckpt')})")
     return state
 
 
