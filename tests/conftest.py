@@ -1,4 +1,6 @@
 """Shared fixtures: a tiny MindRecord copy of the bundled mini LibriMix for training tests."""
+import os
+
 import pytest
 
 from src.data.layout import find_splits
@@ -7,12 +9,19 @@ from src.data.mini_librimix import build_mini_librimix
 
 
 @pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory):
+def mini_librimix(tmp_path_factory):
+    """The bundled mini LibriMix (`Libri2Mix/`, `Libri3Mix/`), generated once per test session."""
+    path = tmp_path_factory.mktemp("mini") / "mini_librimix"
+    build_mini_librimix(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory, mini_librimix):
     """Folder with 8 training mixtures (`train.mindrecord0..1`) and 3 validation mixtures
     (`valid.mindrecord0`) of the bundled set at 8 kHz, generated once per test session."""
     tmp = tmp_path_factory.mktemp("data")
-    build_mini_librimix(str(tmp / "mini"))
-    splits = find_splits(str(tmp / "mini" / "Libri2Mix"))
+    splits = find_splits(os.path.join(mini_librimix, "Libri2Mix"))
     write_split(splits["train"].utterances[:8], str(tmp / "mr"), "train", 2, 8000)
     write_split(splits["valid"].utterances[:3], str(tmp / "mr"), "valid", 1, 8000)
     return tmp / "mr"
