@@ -1,4 +1,4 @@
-"""Separate recordings into one file per speaker.
+"""Separate recordings into one file per speaker (or enhance them, with an enhancement model).
 
     python separate.py INPUT [INPUT ...] --model-path CKPT [CKPT ...] --out-dir OUT
         [--force] [--plot] [--window-seconds 30] [--overlap-seconds 2] [--threshold-db -20] [-c CONFIG]
@@ -13,6 +13,9 @@ Inputs at another sample rate are resampled (soxr) and multi-channel inputs aver
 each with a note. Inputs longer than --window-seconds are separated in overlapping windows, so
 the network's memory is bounded by the window whatever the length (the audio itself, about 12
 bytes per sample for two speakers, is held in memory).
+
+A speech-enhancement checkpoint (train.py -c configs/rt*.yaml) instead writes OUT/<name>_enhanced.wav:
+the network's mask on the noisy magnitude, the noisy phase, inverse STFT; same windowing and checks.
 
 Several checkpoints (one per speaker count): the number of speakers of each input is found
 (src/inference/speaker_count.py) and as many files are written.
@@ -82,11 +85,17 @@ def output_stem(path):
     return os.path.splitext(os.path.basename(path))[0]
 
 
+def output_path(out_dir, stem, index, enhancement):
+    """`<stem>_s<index+1>.wav` for separated speakers, `<stem>_enhanced.wav` for enhancement."""
+    return os.path.join(out_dir, f"{stem}_enhanced.wav" if enhancement else f"{stem}_s{index + 1}.wav")
+
+
 def existing_outputs(out_dir, stem, with_plot):
-    """Paths in out_dir that separating `stem` would overwrite (any `<stem>_s<k>.wav`, the plot)."""
+    """Paths in out_dir that processing `stem` would overwrite (any `<stem>_s<k>.wav`,
+    `<stem>_enhanced.wav`, the plot)."""
     if not os.path.isdir(out_dir):
         return []
-    pattern = re.compile(re.escape(stem) + r"_s\d+\.wav")
+    pattern = re.compile(re.escape(stem) + r"_(s\d+|enhanced)\.wav")
     found = [os.path.join(out_dir, n) for n in sorted(os.listdir(out_dir)) if pattern.fullmatch(n)]
     plot = plot_path(out_dir, stem)
     if with_plot and os.path.exists(plot):
@@ -121,7 +130,7 @@ def read_mixture(path, sample_rate, min_samples):
 
 
 def separate_file(path, separators, sample_rate, min_samples, out_dir, window, overlap, threshold_db,
-                  force=False, plot=False):
+                  force=False, plot=False, enhancement=False):
     """Separate one input and write its outputs -> (written paths, notes). AudioError /
     SeparationError / InputError name the problem."""
     from src.audio import write_audio
@@ -146,7 +155,7 @@ def separate_file(path, separators, sample_rate, min_samples, out_dir, window, o
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for index, estimate in enumerate(estimates):
-        target = os.path.join(out_dir, f"{stem}_s{index + 1}.wav")
+        target = output_path(out_dir, stem, index, enhancement)
         write_audio(target, estimate, sample_rate)
         written.append(target)
     for stale in sorted(set(existing) - set(written) - {plot_path(out_dir, stem)}):
@@ -177,7 +186,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from src.audio import AudioError
-    from src.evaluation import load_separators, window_samples
+    from src.evaluation import load_separators, min_input_samples, window_samples
     from src.inference.separation import SeparationError
 
     files, problems = expand_inputs(args.inputs)
@@ -188,7 +197,8 @@ def main(argv=None):
         return 1
     separators, configs = load_separators(args.model_path, args.config)
     sample_rate = next(iter(configs.values())).sample_rate
-    min_samples = max(int(cfg.model.L) for cfg in configs.values())
+    min_samples = max(min_input_samples(cfg) for cfg in configs.values())
+    enhancement = next(iter(configs.values())).get("task") == "enhancement"
     window, overlap = window_samples(args.window_seconds, args.overlap_seconds, sample_rate)
 
     first_with_stem, failed = {}, list(problems)
@@ -200,7 +210,7 @@ def main(argv=None):
                                  f"({stem}_s1.wav, ...); separate it in another run or rename it")
             first_with_stem[stem] = path
             written, notes = separate_file(path, separators, sample_rate, min_samples, args.out_dir, window,
-                                           overlap, args.threshold_db, args.force, args.plot)
+                                           overlap, args.threshold_db, args.force, args.plot, enhancement)
         except (AudioError, SeparationError, InputError) as err:
             message = str(err) if str(err).startswith(path) else f"{path}: {err}"
             print(f"error: {message}", file=sys.stderr)

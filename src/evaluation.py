@@ -454,6 +454,9 @@ def load_separators(checkpoints, config_path=None):
     from src.training.checkpoint import CheckpointError, load_model, read_checkpoint, stored_config
     from src.training.context import init_context
 
+    first_cfg = load_config(config_path) if config_path else stored_config(read_checkpoint(checkpoints[0])[1])
+    if first_cfg is not None and first_cfg.get("task", "separation") == "enhancement":
+        return _load_enhancer(checkpoints, first_cfg)
     if config_path and len(checkpoints) > 1:
         raise EvaluationError("-c/--config works with a single checkpoint; with several, each uses the config "
                               "stored in it")
@@ -478,6 +481,34 @@ def load_separators(checkpoints, config_path=None):
         if first is not None and cfg.sample_rate != configs[first].sample_rate:
             raise EvaluationError(f"{path}: works at {cfg.sample_rate} Hz but {paths[first]} at "
                                   f"{configs[first].sample_rate} Hz; speaker counting needs models at one sample rate")
-        separators[num_speakers] = MinLengthSeparator(NetworkSeparator(net), int(cfg.model.L))
+        separators[num_speakers] = MinLengthSeparator(NetworkSeparator(net), min_input_samples(cfg))
         configs[num_speakers], paths[num_speakers] = cfg, path
     return separators, configs
+
+
+def min_input_samples(cfg):
+    """Shortest input a model of this config takes (SWave: its encoder window L; the
+    enhancement model: one STFT window)."""
+    if cfg.get("task", "separation") == "enhancement":
+        from src.tasks.enhancement import EnhancementTask
+        return int(EnhancementTask.stft_config(cfg).win)
+    return int(cfg.model.L)
+
+
+def _load_enhancer(checkpoints, cfg):
+    """An enhancement model as a one-output separator -> ({1: separate_fn}, {1: cfg}), so that
+    separate.py enhances files with the same windowing, checks and outputs."""
+    from src.tasks.enhancement import EnhancementTask, Enhancer
+    from src.training.checkpoint import load_model
+    from src.training.context import init_context
+
+    if len(checkpoints) > 1:
+        raise EvaluationError(f"{checkpoints[0]}: is a speech enhancement model; give it alone")
+    init_context(cfg)
+    net, cfg = load_model(checkpoints[0], cfg)
+    enhancer = Enhancer(net, EnhancementTask.stft_config(cfg))
+
+    def enhance_batch(mixtures):
+        return np.stack([enhancer(mixture)[None] for mixture in mixtures])
+
+    return {1: MinLengthSeparator(enhance_batch, min_input_samples(cfg))}, {1: cfg}
