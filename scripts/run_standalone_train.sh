@@ -5,10 +5,10 @@
 # <experiment_dir>/train_standalone.log; re-running resumes from the latest checkpoint.
 set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/env.sh"
-cd "$ROOT"
 export DEVICE_ID="${1:-0}"
-CONFIG="${2:-configs/swave_librimix.yaml}"
+CONFIG="$(realpath -m "${2:-$ROOT/configs/swave_librimix.yaml}")"   # relative to where the user is
 shift $(( $# > 2 ? 2 : $# ))
+cd "$ROOT"
 [ -f "$CONFIG" ] || { echo "error: config not found: $CONFIG" >&2; exit 2; }
 EXP_DIR=$(python -c "import sys; from src.config import load_config; print(load_config(sys.argv[1], sys.argv[2:]).experiment_dir)" "$CONFIG" "$@")
 mkdir -p "$EXP_DIR"
