@@ -22,7 +22,6 @@ from src.offline_inference import (OfflineInferenceError, ReplaySeparator, check
                                    read_index, read_run, run_bins, write_input_bins)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TEST_DATA = os.path.join(REPO, "build", "mini_librimix", "Libri2Mix", "test")
 RATE = 8000
 NUM_UTTERANCES = 2
 FIXED_LENGTH = 8000  # 1 s windows
@@ -148,7 +147,7 @@ def test_export_refuses_what_cannot_work():
 
 # ------------------------------------------------------ real export and the whole script on CPU
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, mini_librimix):
     """A tiny random SWave checkpoint, its network (compiled once, dynamic length) and its
     dynamic and fixed-length MindIR exports with the measured differences."""
     import mindspore as ms
@@ -175,13 +174,13 @@ def exported(tmp_path_factory):
     fixed = export_network(net, str(folder / "tiny_fixed"), length=FIXED_LENGTH)
     checks = {"dynamic": compare_with_network(net, dynamic, "MINDIR", [4000, 8000, 12345]),
               "fixed": compare_with_network(net, fixed, "MINDIR", [FIXED_LENGTH])}
-    yield {"folder": folder, "ckpt": ckpt, "net": net, "dynamic": dynamic, "fixed": fixed, "checks": checks}
+    yield {"test_data": os.path.join(mini_librimix, "Libri2Mix", "test"), "folder": folder, "ckpt": ckpt, "net": net, "dynamic": dynamic, "fixed": fixed, "checks": checks}
     ms.set_context(mode=previous_mode)
 
 
-def run_script(model, out_dir, cwd=REPO, **env):
+def run_script(model, data, out_dir, cwd=REPO, **env):
     script = os.path.join("scripts", "run_infer_310.sh") if cwd == REPO else "run_infer_310.sh"
-    data = os.path.relpath(TEST_DATA, cwd)
+    data = os.path.relpath(data, cwd)
     full_env = {**os.environ, "INFER_OUT": str(out_dir), "MAX_UTTERANCES": str(NUM_UTTERANCES), **env}
     return subprocess.run(["bash", script, model, data, "y", "CPU", "0"], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=600)
@@ -198,7 +197,7 @@ def reference_rows(exported, separate):
     from src.inference.network import NetworkSeparator
     separator = NetworkSeparator(exported["net"])
     rows = []
-    for i, utt in enumerate(iterate_utterances(TEST_DATA, RATE, 2)):
+    for i, utt in enumerate(iterate_utterances(exported["test_data"], RATE, 2)):
         if i == NUM_UTTERANCES:
             break
         scores = score_utterance(separate(separator, utt["mix"]), utt["src"], utt["mix"], RATE)
@@ -216,7 +215,7 @@ def test_exported_graphs_compute_what_the_network_computes(exported):
 def test_dynamic_graph_pipeline_gives_evaluation_numbers(exported):
     from src.inference.separation import separate_whole
     out = exported["folder"] / "out_dynamic"
-    result = run_script(exported["dynamic"], out)
+    result = run_script(exported["dynamic"], exported["test_data"], out)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "input length: any" in result.stdout
     average = [line for line in result.stdout.splitlines() if line.startswith("Average SISNR improvement:")]
@@ -240,7 +239,7 @@ def test_fixed_length_graph_pipeline_stitches_windows_like_separate_long(exporte
     """Run from scripts/: windows of the graph's length, stitched as separate_long(static_length)."""
     from src.inference.separation import separate_long
     out = exported["folder"] / "out_fixed"
-    result = run_script(exported["fixed"], out, cwd=os.path.join(REPO, "scripts"),
+    result = run_script(exported["fixed"], exported["test_data"], out, cwd=os.path.join(REPO, "scripts"),
                         OVERLAP_SECONDS=str(OVERLAP_SECONDS))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"input length: {FIXED_LENGTH} samples" in result.stdout
@@ -256,7 +255,7 @@ def test_fixed_length_graph_pipeline_stitches_windows_like_separate_long(exporte
 
     # the fixed-length graph refuses inputs written for a dynamic graph, naming the fix
     dynamic_bins = str(exported["folder"] / "dynamic_bins")
-    assert preprocess.main(["--infer-bins", dynamic_bins, "--data-dir", TEST_DATA, "--max-utterances", "1"]) == 0
+    assert preprocess.main(["--infer-bins", dynamic_bins, "--data-dir", exported["test_data"], "--max-utterances", "1"]) == 0
     wrong = subprocess.run([sys.executable, "infer.py", "--mindir", exported["fixed"], "--bin-dir", dynamic_bins,
                             "--result-dir", str(out / "wrong")], cwd=REPO, capture_output=True, text=True,
                            timeout=300)
@@ -276,6 +275,6 @@ def test_export_cli_explains_a_refused_format(exported):
 
 
 def test_script_names_a_missing_model(tmp_path):
-    result = run_script(str(tmp_path / "missing.mindir"), tmp_path / "out")
+    result = run_script(str(tmp_path / "missing.mindir"), str(tmp_path), tmp_path / "out")
     assert result.returncode == 2
     assert "model file not found" in result.stderr and "missing.mindir" in result.stderr

@@ -35,16 +35,26 @@ def best_device(requested="auto"):
     return next(d for d in _DEVICE_PREFERENCE if ms.hal.is_available(d))
 
 
+def _set_device(device):
+    """ms.set_device, except that once kernels have run in this process (a second run in the
+    same process, e.g. tests) MindSpore refuses any call: then the device must already match."""
+    try:
+        if device == "CPU":
+            ms.set_device("CPU")
+        else:
+            ms.set_device(device, int(os.environ.get("DEVICE_ID", 0)))
+    except RuntimeError:
+        if ms.get_context("device_target") != device:
+            raise
+
+
 def init_context(cfg, distributed=False):
     """Set device, execution mode and seeds from the config; with `distributed`, initialise
     collectives (msrun / rank table) and data-parallel mode. Returns RunInfo."""
     device = best_device(cfg.get("device_target", "auto"))
     mode = ms.GRAPH_MODE if str(cfg.get("mode", "graph")).lower() == "graph" else ms.PYNATIVE_MODE
     ms.set_context(mode=mode)
-    if device == "CPU":
-        ms.set_device("CPU")
-    else:
-        ms.set_device(device, int(os.environ.get("DEVICE_ID", 0)))
+    _set_device(device)
     ms.set_seed(int(cfg.seed))
     info = RunInfo(device_target=device)
     if distributed:
