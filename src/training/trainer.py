@@ -37,12 +37,12 @@ def _setup_logging(exp_dir, is_main):
     log.setLevel(logging.INFO)
     log.handlers.clear()
     log.propagate = False
-    if not is_main:
-        log.addHandler(logging.NullHandler())
-        return
-    os.makedirs(exp_dir, exist_ok=True)
     fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
-    for handler in (logging.FileHandler(os.path.join(exp_dir, "train.log")), logging.StreamHandler()):
+    handlers = [logging.StreamHandler()]          # every worker: its own console / worker log
+    if is_main:                                   # worker 0 alone writes the experiment's log file
+        os.makedirs(exp_dir, exist_ok=True)
+        handlers.append(logging.FileHandler(os.path.join(exp_dir, "train.log")))
+    for handler in handlers:
         handler.setFormatter(fmt)
         log.addHandler(handler)
 
