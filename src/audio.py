@@ -67,6 +67,27 @@ def audio_info(path):
     return info.samplerate, info.frames, info.channels
 
 
+def header_problems(path, sample_rate, resample=False, downmix=False):
+    """Problems visible in a file's header -> (messages, (rate, frames, channels) or None):
+    unreadable, empty, multi-channel (unless `downmix`), another rate (unless `resample`).
+    Same wording as read_audio's errors."""
+    try:
+        info = audio_info(path)
+    except AudioError as err:
+        return [str(err)], None
+    rate, frames, channels = info
+    problems = []
+    if frames == 0:
+        problems.append(f"{path}: is empty (0 samples)")
+    if channels > 1 and not downmix:
+        problems.append(f"{path}: has {channels} channels; expected mono "
+                        "(pass the downmix option to average the channels)")
+    if rate != sample_rate and not resample:
+        problems.append(f"{path}: sample rate is {rate} Hz, expected {sample_rate} Hz "
+                        "(pass the resample option to convert it)")
+    return problems, info
+
+
 def write_audio(path, signal, sample_rate, subtype="PCM_16"):
     """Write `(time,)` float audio; peaks above 1 are scaled down rather than clipped."""
     signal = np.asarray(signal, dtype=np.float32)

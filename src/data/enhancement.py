@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from src.audio import AudioError, audio_info, read_audio
+from src.audio import header_problems, read_audio
 from src.data.dataset import epoch_rows
 from src.data.layout import AUDIO_EXTENSIONS, DataError
 from src.features import features, mask_target, stft
@@ -63,19 +63,7 @@ def check_audio_files(files, sample_rate, resample=False, downmix=False):
     empty, multi-channel (unless downmix), other sample rate (unless resample)."""
     problems = []
     for path in files:
-        try:
-            rate, frames, channels = audio_info(path)
-        except AudioError as err:
-            problems.append(str(err))
-            continue
-        if frames == 0:
-            problems.append(f"{path}: is empty (0 samples)")
-        if channels > 1 and not downmix:
-            problems.append(f"{path}: has {channels} channels; expected mono "
-                            "(pass the downmix option to average the channels)")
-        if rate != sample_rate and not resample:
-            problems.append(f"{path}: sample rate is {rate} Hz, expected {sample_rate} Hz "
-                            "(pass the resample option to convert it)")
+        problems += header_problems(path, sample_rate, resample, downmix)[0]
     return problems
 
 

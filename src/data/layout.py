@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from src.audio import AudioError, audio_info, read_audio
+from src.audio import AudioError, header_problems, read_audio
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
 LIBRIMIX_SPLITS = {"train": ("train-360", "train-100", "train"), "valid": ("dev",), "test": ("test",)}
@@ -179,21 +179,12 @@ def check_split(split, sample_rate, resample=False, downmix=False, read_samples=
     for utt in split.utterances:
         utt_problems, lengths, readable = [], {}, []
         for path in (utt.mix, *utt.sources):
-            try:
-                rate, frames, channels = audio_info(path)
-            except AudioError as err:
-                utt_problems.append(str(err))
+            file_problems, info = header_problems(path, sample_rate, resample, downmix)
+            if info is None:
+                utt_problems += file_problems
                 continue
-            file_problems = []
-            if frames == 0:
-                file_problems.append(f"{path}: is empty (0 samples)")
-            if channels > 1 and not downmix:
-                file_problems.append(f"{path}: has {channels} channels; expected mono "
-                                     "(pass the downmix option to average the channels)")
-            if rate != sample_rate and not resample:
-                file_problems.append(f"{path}: sample rate is {rate} Hz, expected {sample_rate} Hz "
-                                     "(pass the resample option to convert it)")
-            else:
+            rate, frames, _ = info
+            if rate == sample_rate or resample:
                 lengths[path] = resampled_length(frames, rate, sample_rate)
             if not file_problems:
                 readable.append(path)
