@@ -12,7 +12,8 @@ export DEVICE_ID="${1:-0}"
 MODEL_PATH="$(realpath -m "${2:-$ROOT/exp/demo/checkpoints/best.ckpt}")"
 DATA_DIR="$(realpath -m "${3:-$ROOT/build/mini_librimix_mr/test.mindrecord0}")"
 shift $(( $# > 3 ? 3 : $# ))
+LOG="$PWD/eval.log"
 cd "$ROOT"
 [ -f "$MODEL_PATH" ] || { echo "error: checkpoint not found: $MODEL_PATH" >&2; exit 2; }
-python evaluate.py --model-path "$MODEL_PATH" --data-dir "$DATA_DIR" "$@" 2>&1 | tee eval.log
+python evaluate.py --model-path "$MODEL_PATH" --data-dir "$DATA_DIR" "$@" 2>&1 | tee "$LOG"
 exit "${PIPESTATUS[0]}"
