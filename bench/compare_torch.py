@@ -81,12 +81,11 @@ def _mindspore(args, task):
         ms.set_context(runtime_num_threads=args.threads)
     ms.set_seed(0)
     net = SWave(args.N, args.L, args.H, args.R, args.C, args.sample_rate, args.segment,
-                recompute=args.recompute)
+                recompute=args.recompute, lstm=args.lstm)
     if task == "train":
         net.set_train(True)
         optimizer = build_optimizer(net, Config({"lr": LR, "weight_decay": 0.0}))
         step = TrainStep(net, SeparationLoss(), optimizer, clip_grad_norm=CLIP)
-        step.set_train(True)
         mix, src, lengths = (ms.Tensor(a) for a in _data(args, args.segment, args.batch, 0))
         losses = []
 
@@ -174,6 +173,8 @@ def main(argv=None):
     parser.add_argument("--recompute", action="store_true",
                         help="MindSpore: recompute the MulCat blocks in backward (the training "
                              "config's memory setting); svoice has no such option")
+    parser.add_argument("--lstm", default="fused", choices=("native", "fused"),
+                        help="MindSpore: SWave's model.lstm (default fused)")
     parser.add_argument("--max-rss-gb", type=float, default=20.0,
                         help="stop a measurement whose memory passes this (the machine has 24 GB)")
     parser.add_argument("--only", choices=FRAMEWORKS, help="run one framework only")
@@ -200,7 +201,7 @@ def main(argv=None):
 
 def _report(args, results):
     print(f"SWave N={args.N} L={args.L} H={args.H} R={args.R} C={args.C}, {args.sample_rate} Hz, "
-          f"threads={'default' if not args.threads else args.threads}, recompute={args.recompute}")
+          f"threads={'default' if not args.threads else args.threads}, recompute={args.recompute}, lstm={args.lstm}")
     rows = [("train step", "train", f"batch {args.batch} x {args.segment:g} s, median of {args.steps}"),
             ("inference", "infer", f"1 x {args.infer_seconds:g} s, median of {args.infer_runs}")]
     print(f"{'':12} {'MindSpore':>22} {'PyTorch':>22} {'MS / PT':>14}   ({'time s, peak RSS MB'})")

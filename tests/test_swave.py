@@ -155,9 +155,9 @@ def svoice_state_dict_shapes(N, L, H, R, C, input_normalize):
     return shapes
 
 
-@pytest.mark.parametrize("input_normalize", [False, True])
-def test_parameters_have_svoice_names_and_shapes(input_normalize):
-    net = SWave(16, 4, 8, 2, 3, 8000, 0.05, input_normalize=input_normalize)
+@pytest.mark.parametrize("input_normalize, lstm", [(False, "native"), (True, "native"), (False, "fused")])
+def test_parameters_have_svoice_names_and_shapes(input_normalize, lstm):
+    net = SWave(16, 4, 8, 2, 3, 8000, 0.05, input_normalize=input_normalize, lstm=lstm)
     ours = {p.name: tuple(p.shape) for p in net.get_parameters()}
     assert ours == svoice_state_dict_shapes(16, 4, 8, 2, 3, input_normalize)
 

@@ -13,9 +13,14 @@ time axis (`Tensor(shape=[batch, None])`) runs at any length >= L.
 """
 import math
 
+import mindspore as ms
 import numpy as np
 from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import Constant, Uniform, XavierNormal, initializer
+
+from src.models.lstm import FusedBiLSTMs, fused_bilstms, static_shape
+
+LSTM_IMPLEMENTATIONS = ("auto", "native", "fused")
 
 
 class SWaveConfigError(ValueError):
@@ -23,16 +28,29 @@ class SWaveConfigError(ValueError):
 
 
 class Conv1dWeight(nn.Cell):
-    """Bias-free 1-D convolution with one input channel; weight `(out, 1, kernel)` as in PyTorch."""
+    """Bias-free 1-D convolution with one input channel; weight `(out, 1, kernel)` as in PyTorch.
+
+    When the kernel is two strides long (SWave's even L) it is computed as a matmul over frames
+    made of two consecutive blocks of `stride` samples (same result; MindSpore's CPU Conv2D takes
+    ~20x longer for one input channel)."""
 
     def __init__(self, out_channels, kernel_size, stride):
         super().__init__()
         self.stride = stride
+        self.two_blocks = kernel_size == 2 * stride
         self.weight = Parameter(initializer(XavierNormal(), (out_channels, 1, kernel_size)), name="weight")
 
     def construct(self, x):
         """`(batch, 1, time)` -> `(batch, out, frames)`."""
-        return ops.conv1d(x, self.weight, stride=self.stride)
+        if not self.two_blocks:
+            return ops.conv1d(x, self.weight, stride=self.stride)
+        batch, _, time = x.shape
+        frames = (time - 2 * self.stride) // self.stride + 1
+        blocks = x.reshape(batch, time)[:, :(frames + 1) * self.stride].reshape(batch, -1, self.stride)
+        windows = ops.cat((blocks[:, :-1], blocks[:, 1:]), axis=2)  # (batch, frames, kernel)
+        weight = self.weight.reshape(self.weight.shape[0], -1)
+        out = ops.matmul(windows.reshape(-1, windows.shape[2]), weight.T)  # 2-D: no broadcast copies
+        return out.reshape(batch, -1, weight.shape[0]).transpose(0, 2, 1)
 
 
 class Encoder(nn.Cell):
@@ -48,20 +66,28 @@ class Encoder(nn.Cell):
 
 class MulCatBlock(nn.Cell):
     """Two BiLSTMs over the same input, each projected back to N, multiplied, concatenated with
-    the input and projected 2N -> N: `(sequences, steps, N)` -> `(sequences, steps, N)`."""
+    the input and projected 2N -> N: `(sequences, steps, N)` -> `(sequences, steps, N)`.
 
-    def __init__(self, input_size, hidden_size):
+    lstm="fused": in training, with static shapes, both BiLSTMs are computed by one FusedBiLSTMs
+    (src/models/lstm.py) from the same nn.LSTM parameters; inference and exported graphs use
+    nn.LSTM (standard ops only)."""
+
+    def __init__(self, input_size, hidden_size, lstm="native"):
         super().__init__()
         self.rnn = nn.LSTM(input_size, hidden_size, 1, has_bias=True, batch_first=True, bidirectional=True)
         self.rnn_proj = _dense(2 * hidden_size, input_size)
         self.gate_rnn = nn.LSTM(input_size, hidden_size, 1, has_bias=True, batch_first=True, bidirectional=True)
         self.gate_rnn_proj = _dense(2 * hidden_size, input_size)
         self.block_projection = _dense(2 * input_size, input_size)
+        self.fused = FusedBiLSTMs(2) if lstm == "fused" else None
 
     def construct(self, x):
-        rnn_output, _ = self.rnn(x)
+        if self.fused is not None and self.training and static_shape(x):
+            rnn_output, gate_output = fused_bilstms(self.fused, (self.rnn, self.gate_rnn), x)
+        else:
+            rnn_output, _ = self.rnn(x)
+            gate_output, _ = self.gate_rnn(x)
         rnn_output = self.rnn_proj(rnn_output)
-        gate_output, _ = self.gate_rnn(x)
         gate_output = self.gate_rnn_proj(gate_output)
         gated = ops.cat((rnn_output * gate_output, x), axis=2)
         return self.block_projection(gated)
@@ -105,7 +131,9 @@ class PointwiseConv(nn.Cell):
 
     def construct(self, x):
         weight = self.weight.reshape(self.weight.shape[0], self.weight.shape[1])
-        return ops.matmul(x, weight.T) + self.bias
+        # as a 2-D matmul: a (..., in) @ (in, out) matmul copies the weight for every leading index
+        out = ops.matmul(x.reshape(-1, x.shape[-1]), weight.T) + self.bias
+        return out.reshape(x.shape[:-1] + (-1,))
 
 
 class DPMulCat(nn.Cell):
@@ -116,12 +144,12 @@ class DPMulCat(nn.Cell):
     in training, only the last one otherwise.
     """
 
-    def __init__(self, N, H, C, R, input_normalize=False):
+    def __init__(self, N, H, C, R, input_normalize=False, lstm="native"):
         super().__init__()
         self.num_layers = R
         self.input_normalize = input_normalize
-        self.rows_grnn = nn.CellList([MulCatBlock(N, H) for _ in range(R)])
-        self.cols_grnn = nn.CellList([MulCatBlock(N, H) for _ in range(R)])
+        self.rows_grnn = nn.CellList([MulCatBlock(N, H, lstm) for _ in range(R)])
+        self.cols_grnn = nn.CellList([MulCatBlock(N, H, lstm) for _ in range(R)])
         if input_normalize:
             self.rows_normalization = nn.CellList([GroupNormOneGroup(N) for _ in range(R)])
             self.cols_normalization = nn.CellList([GroupNormOneGroup(N) for _ in range(R)])
@@ -153,10 +181,10 @@ class Separator(nn.Cell):
     `(batch, N, frames)` -> tuple of `(batch, frames, C*N)`.
     """
 
-    def __init__(self, N, H, C, R, chunk_size, input_normalize=False):
+    def __init__(self, N, H, C, R, chunk_size, input_normalize=False, lstm="native"):
         super().__init__()
         self.chunk_size = chunk_size
-        self.rnn_model = DPMulCat(N, H, C, R, input_normalize)
+        self.rnn_model = DPMulCat(N, H, C, R, input_normalize, lstm)
 
     def create_chunks(self, features):
         """`(batch, frames, N)` -> `(batch, chunks, K, N)`, as svoice's `create_chuncks`: K/2 zeros
@@ -176,8 +204,9 @@ class Separator(nn.Cell):
         batch, _, size, dim = chunks.shape
         hop = size // 2
         pairs = chunks.reshape(batch, -1, 2, size, dim)
-        first = pairs[:, :, 0].reshape(batch, -1, dim)[:, hop:]
-        second = pairs[:, :, 1].reshape(batch, -1, dim)[:, :-hop]
+        first, second = ops.unbind(pairs, 2)  # (an integer index is a slow StridedSlice on CPU)
+        first = first.reshape(batch, -1, dim)[:, hop:]
+        second = second.reshape(batch, -1, dim)[:, :-hop]
         return (first + second)[:, :frames]
 
     def construct(self, features):
@@ -216,8 +245,9 @@ def overlap_and_add(frames, hop):
     sub_per_frame, sub_per_hop = frame_length // sub, hop // sub
     parts = frames.reshape(batch, speakers, -1, sub_per_frame, sub)
     total = None
+    parts = ops.unbind(parts, 3)
     for j in range(sub_per_frame):
-        part = parts[:, :, :, j]  # (batch, C, n_frames, sub): lands at f * hop + j * sub
+        part = parts[j]  # (batch, C, n_frames, sub): lands at f * hop + j * sub
         if sub_per_hop > 1:
             gap = ops.zeros_like(part)
             part = ops.cat((part,) + (gap,) * (sub_per_hop - 1), axis=3)
@@ -242,22 +272,29 @@ class SWave(nn.Cell):
     R: dual-path layers, C: speakers, sample_rate (Hz) and segment (s) set the chunk size
     K = int(sqrt(2 * sample_rate * segment / (L/2))). recompute: recompute the MulCat blocks in
     the backward pass (GRAPH_MODE; less memory: the paper config at batch 2 x 4 s peaked at 15.3 GB
-    on CPU with it, and went past 24 GB without).
+    on CPU with it, and went past 24 GB without). lstm: "native" (nn.LSTM), "fused" (CPU
+    training only: the same parameters, LSTM recurrence compiled from C++, src/models/lstm.py;
+    inference and export still run nn.LSTM) or "auto" (fused when the device target is CPU).
 
     `construct(mixture (batch, time))`, time >= L: in training (`set_train(True)`) the estimate
     after every layer, `(R, batch, C, time)`; otherwise the last one, `(batch, C, time)`.
     """
 
-    def __init__(self, N, L, H, R, C, sample_rate, segment, input_normalize=False, recompute=False):
+    def __init__(self, N, L, H, R, C, sample_rate, segment, input_normalize=False, recompute=False,
+                 lstm="native"):
         super().__init__()
         _check_hyper_parameters(N, L, H, R, C, sample_rate, segment)
+        if lstm not in LSTM_IMPLEMENTATIONS:
+            raise SWaveConfigError(f"SWave: lstm={lstm!r} must be one of {', '.join(LSTM_IMPLEMENTATIONS)}")
+        if lstm == "auto":
+            lstm = "fused" if ms.get_context("device_target") == "CPU" else "native"
         self.N, self.L, self.H, self.R, self.C = N, L, H, R, C
         self.chunk_size = int(np.sqrt(2 * sample_rate * segment / (L / 2)))
         if self.chunk_size < 2:
             raise SWaveConfigError(f"SWave: chunk size K={self.chunk_size} from sample_rate={sample_rate}, "
                                    f"segment={segment}, L={L} is below 2; use a longer segment")
         self.encoder = Encoder(L, N)
-        self.separator = Separator(N, H, C, R, self.chunk_size, input_normalize)
+        self.separator = Separator(N, H, C, R, self.chunk_size, input_normalize, lstm)
         self.decoder = Decoder(N, L, C)
         # the decoder output can be up to L + L/2 - 1 - N//L samples short of the input
         self.tail_pad = max(0, L + L // 2 - 1 - N // L)

@@ -1,32 +1,22 @@
-"""One optimisation step as a single compiled graph."""
+"""One optimisation step as two compiled graphs: gradients, then (when finite) the update."""
 import mindspore as ms
 from mindspore import nn, ops
 
 
-class TrainStep(nn.Cell):
-    """forward -> loss -> gradients -> (all-reduce) -> global-norm clip -> optimizer update.
+class _Gradients(nn.Cell):
+    """`(net_input, *targets)` -> (loss, gradients, finite): forward, loss, gradients, the
+    data-parallel all-reduce, and whether the loss and every gradient are finite."""
 
-    construct(net_input, *targets) -> (loss, updated): `updated` is False when the loss or a
-    gradient was NaN/Inf; the parameters and the optimizer state are then left untouched.
-    With `network_takes_lengths`, the network also gets the batch's last element (the lengths,
-    by convention `(net_input, *targets, lengths)`), e.g. to mask padded frames in attention.
-    With `group_size` > 1 (data parallel), gradients and the loss are averaged over the workers
-    before the finiteness check and clipping, so every worker takes the same decision.
-    """
-
-    def __init__(self, network, loss_fn, optimizer, clip_grad_norm=0.0, group_size=1, network_takes_lengths=False):
+    def __init__(self, network, loss_fn, weights, group_size, network_takes_lengths):
         super().__init__(auto_prefix=False)
         self.network = network
         self.loss_fn = loss_fn
-        self.optimizer = optimizer
-        self.weights = optimizer.parameters
-        self.clip_grad_norm = float(clip_grad_norm or 0.0)
         self.group_size = group_size
         self.network_takes_lengths = network_takes_lengths
         if group_size > 1:
-            self.grad_reducer = nn.DistributedGradReducer(self.weights, mean=True, degree=group_size)
+            self.grad_reducer = nn.DistributedGradReducer(weights, mean=True, degree=group_size)
             self.all_reduce = ops.AllReduce()
-        self.grad_fn = ops.value_and_grad(self.forward, None, self.weights)
+        self.grad_fn = ops.value_and_grad(self.forward, None, weights)
 
     def forward(self, net_input, *targets):
         if self.network_takes_lengths:
@@ -41,10 +31,47 @@ class TrainStep(nn.Cell):
         finite = ops.isfinite(loss)
         for grad in grads:
             finite = ops.logical_and(finite, ops.isfinite(grad).all())
-        if finite:
-            if self.clip_grad_norm > 0:
-                grads = ops.clip_by_global_norm(grads, self.clip_grad_norm)
-            self.optimizer(grads)
+        return loss, grads, finite
+
+
+class _Update(nn.Cell):
+    """`gradients` -> global-norm clip -> optimizer update."""
+
+    def __init__(self, optimizer, clip_grad_norm):
+        super().__init__(auto_prefix=False)
+        self.optimizer = optimizer
+        self.clip_grad_norm = clip_grad_norm
+
+    def construct(self, grads):
+        if self.clip_grad_norm > 0:
+            grads = ops.clip_by_global_norm(grads, self.clip_grad_norm)
+        return self.optimizer(grads)
+
+
+class TrainStep:
+    """forward -> loss -> gradients -> (all-reduce) -> global-norm clip -> optimizer update.
+
+    `step(net_input, *targets)` -> (loss, updated): `updated` is False when the loss or a
+    gradient was NaN/Inf; the parameters and the optimizer state are then left untouched.
+    With `network_takes_lengths`, the network also gets the batch's last element (the lengths,
+    by convention `(net_input, *targets, lengths)`), e.g. to mask padded frames in attention.
+    With `group_size` > 1 (data parallel), gradients and the loss are averaged over the workers
+    before the finiteness check and clipping, so every worker takes the same decision.
+
+    Two graphs, because a data-dependent `if` around the update in one graph made MindSpore 2.10's
+    graph scheduler take minutes (exponential in the layers) to link SWave with `model.lstm: fused`.
+    """
+
+    def __init__(self, network, loss_fn, optimizer, clip_grad_norm=0.0, group_size=1, network_takes_lengths=False):
+        self.network = network
+        self.optimizer = optimizer
+        self.gradients = _Gradients(network, loss_fn, optimizer.parameters, group_size, network_takes_lengths)
+        self.update = _Update(optimizer, float(clip_grad_norm or 0.0))
+
+    def __call__(self, net_input, *targets):
+        loss, grads, finite = self.gradients(net_input, *targets)
+        if bool(finite.asnumpy()):
+            self.update(grads)
         return loss, finite
 
 
