@@ -11,7 +11,7 @@ in MindSpore (GRAPH_MODE, src.models.swave.SWave + src.losses + src.training.ste
 and PyTorch (tests/torch_swave.py, svoice's model and cal_loss). Prints one table with the
 MindSpore / PyTorch ratio of every figure. Needs torch installed (requirements-test.txt).
 The machine is shared: run it when nothing else is busy, and treat ratios below ~10 % as noise.
-The paper config trains in MindSpore only with --recompute within 24 GB (as configs/swave_librimix.yaml).
+With --lstm native (nn.LSTM), the paper config trains within 24 GB only with --recompute.
 """
 import argparse
 import json
@@ -95,6 +95,8 @@ def _mindspore(args, task):
         median, times, first = _timed(run, args.warmup, args.steps)
         return {"median_s": median, "times_s": times, "first_s": first, "losses": losses}
     net.set_train(False)
+    if args.dynamic:  # as evaluate.py and separate.py compile it: any length (nn.LSTM, see SWave)
+        net.set_inputs(ms.Tensor(shape=[None, None], dtype=ms.float32))
     mix = ms.Tensor(_data(args, args.infer_seconds, 1, 1)[0])
     median, times, first = _timed(lambda: net(mix).asnumpy(), 1, args.infer_runs)
     return {"median_s": median, "times_s": times, "first_s": first}
@@ -175,6 +177,9 @@ def main(argv=None):
                              "config's memory setting); svoice has no such option")
     parser.add_argument("--lstm", default="fused", choices=("native", "fused"),
                         help="MindSpore: SWave's model.lstm (default fused)")
+    parser.add_argument("--dynamic", action="store_true",
+                        help="MindSpore inference: a graph for any length, as evaluate.py/separate.py compile "
+                             "it (default: compiled for the input's length)")
     parser.add_argument("--max-rss-gb", type=float, default=20.0,
                         help="stop a measurement whose memory passes this (the machine has 24 GB)")
     parser.add_argument("--only", choices=FRAMEWORKS, help="run one framework only")
@@ -201,7 +206,8 @@ def main(argv=None):
 
 def _report(args, results):
     print(f"SWave N={args.N} L={args.L} H={args.H} R={args.R} C={args.C}, {args.sample_rate} Hz, "
-          f"threads={'default' if not args.threads else args.threads}, recompute={args.recompute}, lstm={args.lstm}")
+          f"threads={'default' if not args.threads else args.threads}, recompute={args.recompute}, lstm={args.lstm}, "
+          f"inference graph {'dynamic' if args.dynamic else 'static'}")
     rows = [("train step", "train", f"batch {args.batch} x {args.segment:g} s, median of {args.steps}"),
             ("inference", "infer", f"1 x {args.infer_seconds:g} s, median of {args.infer_runs}")]
     print(f"{'':12} {'MindSpore':>22} {'PyTorch':>22} {'MS / PT':>14}   ({'time s, peak RSS MB'})")

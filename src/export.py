@@ -1,8 +1,13 @@
-"""Export a trained separation network for deployment and check the file against the network.
+"""Export a trained network for deployment and check the file against the network.
 
-The exported graph is the network in inference mode: `mixture (1, time)` float32 ->
-`estimate (1, C, time)` (the last layer's estimate only).
+What the graph takes and returns depends on the task (`graph_for(cfg)`):
+- separation (SeparationGraph): the network in inference mode, `mixture (1, time)` float32 ->
+  `estimate (1, C, time)` (the last layer's estimate only); details below.
+- enhancement (src.tasks.enhancement.MaskGraph): the mask network, `features (1, frames, bins)`
+  float32 + `frame_lengths (1,)` int32 -> `mask (1, frames, bins)`, dynamic frames axis; the
+  STFT, features and inverse STFT stay on the host.
 
+Separation graphs:
 - length 0: a dynamic time axis (`Tensor(shape=[1, None])`), any length >= model.L samples
   (SWave keeps every pad constant and puts the length-dependent arithmetic in slices and
   reshapes, see src/models/swave.py). The batch axis stays 1: SWave's constant zero blocks
@@ -59,19 +64,64 @@ def check_request(file_format, length, min_length, device_target):
                               "(pip install onnxruntime), or export MINDIR") from None
 
 
-def export_network(net, file_name, file_format="MINDIR", length=0):
-    """Write `net` (in inference mode) as `file_format`; length 0 = dynamic time axis.
-    Returns the path written (the format's suffix added to `file_name` when missing)."""
+class SeparationGraph:
+    """Export contract of a separation network: `mixture (1, time)` float32 -> `(1, C, time)`."""
+
+    unit = "samples"
+
+    def __init__(self, cfg=None):
+        self.cfg = cfg
+
+    @property
+    def min_length(self):
+        return int(self.cfg.model.L)
+
+    def check_export(self, file_format, length):
+        """Every format and length is possible here (check_request refuses what cannot work)."""
+
+    def describe(self, length=0):
+        shape = f"(1, {length})" if length else "(1, any length)"
+        return f"input {shape} float32 -> (1, {self.cfg.model.C}, time)"
+
+    def example_inputs(self, length=0):
+        import mindspore as ms
+        if length:
+            return (ms.Tensor(np.zeros((1, length), np.float32)),)
+        return (ms.Tensor(shape=[1, None], dtype=ms.float32),)
+
+    def check_lengths(self, length=0):
+        return check_lengths(length, self.cfg.sample_rate, self.cfg.segment)
+
+    def random_inputs(self, length, rng):
+        return ((0.1 * rng.standard_normal((1, length))).astype(np.float32),)
+
+    def runner(self, net):
+        from src.inference.network import NetworkSeparator
+        return NetworkSeparator(net)
+
+
+def graph_for(cfg):
+    """The export contract of `cfg`'s task: the task's `export_graph(cfg)` (enhancement: MaskGraph),
+    SeparationGraph for separation."""
+    from src.tasks import get_task
+    task = get_task(cfg.get("task", "separation"))
+    return task.export_graph(cfg) if hasattr(task, "export_graph") else SeparationGraph(cfg)
+
+
+def export_network(net, file_name, file_format="MINDIR", length=0, graph=None):
+    """Write `net` (in inference mode) as `file_format`; length 0 = dynamic time (or frames) axis.
+    graph: the task's export contract (default SeparationGraph). Returns the path written (the
+    format's suffix added to `file_name` when missing)."""
     import mindspore as ms
 
+    graph = graph or SeparationGraph()
     net.set_train(False)
-    if length:
-        example = ms.Tensor(np.zeros((1, length), np.float32))
-    else:
-        example = ms.Tensor(shape=[1, None], dtype=ms.float32)
+    if hasattr(net, "for_export"):   # e.g. SWave: standard ops instead of this machine's fused LSTM kernels
+        net.for_export()
     path = output_path(file_name, file_format)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    ms.export(net, example, file_name=path[:-len(SUFFIXES[file_format])], file_format=file_format)
+    ms.export(net, *graph.example_inputs(length), file_name=path[:-len(SUFFIXES[file_format])],
+              file_format=file_format)
     if not os.path.isfile(path):
         raise ExportError(f"{path}: MindSpore reported no error but wrote no file")
     return path
@@ -86,42 +136,41 @@ def check_lengths(length, sample_rate, segment):
     return sorted({one_second, segment_samples, (one_second + segment_samples) // 2 + 1})
 
 
-def _exported_separator(path, file_format):
-    """numpy callable `(1, time) -> (1, C, time)` running the exported file."""
+def _exported_runner(path, file_format, graph):
+    """numpy callable `(*inputs) -> output` running the exported file."""
     if file_format == "ONNX":
         import onnxruntime as ort
         session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return lambda mixture: session.run(None, {name: mixture})[0]
+        names = [inp.name for inp in session.get_inputs()]
+        return lambda *inputs: session.run(None, dict(zip(names, inputs)))[0]
     import mindspore as ms
-    from src.inference.network import NetworkSeparator
-    return NetworkSeparator(ms.nn.GraphCell(ms.load(path)))
+    return graph.runner(ms.nn.GraphCell(ms.load(path)))
 
 
-def compare_with_network(net, path, file_format, lengths, seed=0):
-    """Run the exported file and `net` on the same random mixtures of each length.
+def compare_with_network(net, path, file_format, lengths, seed=0, graph=None):
+    """Run the exported file and `net` on the same random inputs of each length (samples, or
+    frames for an enhancement graph; graph: the task's export contract, default SeparationGraph).
 
     Returns [(length, max |difference|, peak |network output|)]; raises ExportError naming the
     file when a difference exceeds RELATIVE_TOLERANCE * max(1, peak).
     """
-    from src.inference.network import NetworkSeparator
-
-    exported = _exported_separator(path, file_format)
-    reference = NetworkSeparator(net)
+    graph = graph or SeparationGraph()
+    exported = _exported_runner(path, file_format, graph)
+    reference = graph.runner(net)
     rng = np.random.default_rng(seed)
     results = []
     for length in lengths:
-        mixture = (0.1 * rng.standard_normal((1, length))).astype(np.float32)
-        want = reference(mixture)
-        got = np.asarray(exported(mixture))
+        inputs = graph.random_inputs(length, rng)
+        want = reference(*inputs)
+        got = np.asarray(exported(*inputs))
+        shapes = " + ".join(str(x.shape) for x in inputs)
         if got.shape != want.shape:
-            raise ExportError(f"{path}: returns shape {got.shape} for a (1, {length}) input, the network "
-                              f"{want.shape}")
+            raise ExportError(f"{path}: returns shape {got.shape} for input {shapes}, the network {want.shape}")
         diff = float(np.max(np.abs(got.astype(np.float64) - want)))
         peak = float(np.max(np.abs(want)))
         results.append((length, diff, peak))
         if not diff <= RELATIVE_TOLERANCE * max(1.0, peak):  # also catches NaN
-            raise ExportError(f"{path}: differs from the network by up to {diff:.3g} at {length} samples "
+            raise ExportError(f"{path}: differs from the network by up to {diff:.3g} at {length} {graph.unit} "
                               f"(output peak {peak:.3g}, tolerance {RELATIVE_TOLERANCE:g} of max(1, peak)); "
                               "the export is not usable")
     return results

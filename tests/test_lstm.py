@@ -2,7 +2,7 @@
 same weights: outputs and every gradient, in PyNative and GRAPH_MODE (gradient taken twice: the
 pad-bug guard), one and two BiLSTMs per recurrence, saturated inputs, the inference kernel; and
 SWave with lstm="fused" against lstm="native" (training outputs at lengths with different chunk
-counts, GRAPH_MODE gradients, dynamic-length MindIR export)."""
+counts, GRAPH_MODE gradients, static-shape inference, dynamic and fixed-length MindIR export)."""
 import numpy as np
 import pytest
 import mindspore as ms
@@ -211,9 +211,11 @@ def test_swave_fused_graph_gradients_repeat_and_match_native():
     assert lstm_grads == 2 * 2 * SWAVE["R"]  # rows and columns, rnn and gate_rnn, every layer
 
 
-def test_swave_fused_exports_with_dynamic_length(tmp_path):
-    """Inference and export run nn.LSTM: a dynamic-length MindIR of a fused SWave loads and
-    matches the network at three lengths."""
+def test_swave_fused_inference_and_export(tmp_path):
+    """In inference, a graph compiled for one length runs the fused kernel and matches nn.LSTM;
+    exported graphs (dynamic length, and fixed length) hold standard ops only and match too."""
+    from src.export import export_network
+
     fused, native = swave_pair()
     fused.set_train(False)
     native.set_train(False)
@@ -222,11 +224,20 @@ def test_swave_fused_exports_with_dynamic_length(tmp_path):
     path = str(tmp_path / "swave_fused")
     ms.set_context(mode=ms.GRAPH_MODE)
     try:
-        ms.export(fused, ms.Tensor(shape=[1, None], dtype=ms.float32), file_name=path, file_format="MINDIR")
-        exported = nn.GraphCell(ms.load(path + ".mindir"))
+        static = fused(mixtures[1]).asnumpy()
+        assert any(isinstance(cell, FusedBiLSTMs) for _, cell in fused.cells_and_names())
+        dynamic_path = export_network(fused, path, "MINDIR")
+        fixed_path = export_network(fused, path + "_333", "MINDIR", length=333)
+        exported = nn.GraphCell(ms.load(dynamic_path))
         outputs = [exported(mixture).asnumpy() for mixture in mixtures]
+        fixed = nn.GraphCell(ms.load(fixed_path))(mixtures[1]).asnumpy()
     finally:
         ms.set_context(mode=ms.PYNATIVE_MODE)
+    assert_close(static, expected[1], 1e-5, "fused inference, T=333")
+    assert_close(fixed, expected[1], 1e-5, "fixed-length export, T=333")
     for mixture, out, ref in zip(mixtures, outputs, expected):
         assert out.shape == (1, SWAVE["C"], mixture.shape[1])
         assert_close(out, ref, 1e-5, f"T={mixture.shape[1]}")
+    for exported_file in (dynamic_path, fixed_path):
+        with open(exported_file, "rb") as f:
+            assert b"LstmInferForward" not in f.read(), f"{exported_file} holds the fused kernel"

@@ -68,9 +68,10 @@ class MulCatBlock(nn.Cell):
     """Two BiLSTMs over the same input, each projected back to N, multiplied, concatenated with
     the input and projected 2N -> N: `(sequences, steps, N)` -> `(sequences, steps, N)`.
 
-    lstm="fused": in training, with static shapes, both BiLSTMs are computed by one FusedBiLSTMs
-    (src/models/lstm.py) from the same nn.LSTM parameters; inference and exported graphs use
-    nn.LSTM (standard ops only)."""
+    lstm="fused": with static shapes (training, or inference compiled for one input length), both
+    BiLSTMs are computed by one FusedBiLSTMs (src/models/lstm.py) from the same nn.LSTM
+    parameters; graphs with a dynamic length and exported graphs (`SWave.for_export`) use nn.LSTM.
+    """
 
     def __init__(self, input_size, hidden_size, lstm="native"):
         super().__init__()
@@ -82,7 +83,7 @@ class MulCatBlock(nn.Cell):
         self.fused = FusedBiLSTMs(2) if lstm == "fused" else None
 
     def construct(self, x):
-        if self.fused is not None and self.training and static_shape(x):
+        if self.fused is not None and static_shape(x):
             rnn_output, gate_output = fused_bilstms(self.fused, (self.rnn, self.gate_rnn), x)
         else:
             rnn_output, _ = self.rnn(x)
@@ -272,9 +273,10 @@ class SWave(nn.Cell):
     R: dual-path layers, C: speakers, sample_rate (Hz) and segment (s) set the chunk size
     K = int(sqrt(2 * sample_rate * segment / (L/2))). recompute: recompute the MulCat blocks in
     the backward pass (GRAPH_MODE; less memory: the paper config at batch 2 x 4 s peaked at 15.3 GB
-    on CPU with it, and went past 24 GB without). lstm: "native" (nn.LSTM), "fused" (CPU
-    training only: the same parameters, LSTM recurrence compiled from C++, src/models/lstm.py;
-    inference and export still run nn.LSTM) or "auto" (fused when the device target is CPU).
+    on CPU with it, and went past 24 GB without). lstm: "native" (nn.LSTM), "fused" (CPU only: the
+    same parameters, LSTM recurrence compiled from C++, src/models/lstm.py, in graphs of static
+    shape; dynamic-length and exported graphs run nn.LSTM) or "auto" (fused when the device target
+    is CPU).
 
     `construct(mixture (batch, time))`, time >= L: in training (`set_train(True)`) the estimate
     after every layer, `(R, batch, C, time)`; otherwise the last one, `(batch, C, time)`.
@@ -300,8 +302,17 @@ class SWave(nn.Cell):
         self.tail_pad = max(0, L + L // 2 - 1 - N // L)
         _init_like_svoice(self)
         if recompute:
-            for block in list(self.separator.rnn_model.rows_grnn) + list(self.separator.rnn_model.cols_grnn):
+            for block in self._mulcat_blocks():
                 block.recompute()
+
+    def _mulcat_blocks(self):
+        return list(self.separator.rnn_model.rows_grnn) + list(self.separator.rnn_model.cols_grnn)
+
+    def for_export(self):
+        """Use nn.LSTM in every block from now on: an exported graph must hold standard ops only
+        (the fused LSTM is a kernel library of this machine). Same parameters and results."""
+        for block in self._mulcat_blocks():
+            block.fused = None
 
     def construct(self, mixture):
         if mixture.ndim != 2:
