@@ -1,4 +1,5 @@
-"""Score trained separation models on full utterances (SI-SNRi, SDRi, optionally PESQ and STOI).
+"""Score trained separation models on full utterances (SI-SNRi, SDRi, optionally PESQ and STOI),
+or a speech enhancement model on noisy/clean pairs (SI-SNR, STOI, PESQ and their improvements).
 
     python evaluate.py --model-path CKPT [CKPT ...] --data-dir DIR [DIR ...] [--out-dir OUT]
         [--split test] [--batch-size 1] [--pesq] [--stoi] [--window-seconds 30] [--overlap-seconds 2]
@@ -21,6 +22,16 @@ procedure (src/inference/speaker_count.py) picks the count per mixture; the repo
 counting confusion matrix, SI-SNRi on correctly counted mixtures, and SI-SNRi on all mixtures
 against the true sources (a source without an output is scored with the unprocessed mixture,
 i.e. 0 dB improvement; outputs beyond the true count are not scored).
+
+Enhancement checkpoint (train.py -c configs/rt*.yaml):
+
+    python evaluate.py --model-path CKPT [--data-dir CLEAN NOISE] [--split test] [--out-dir OUT] [-c CONFIG]
+
+The config's fixed test pairs (every utterance of data.test_clean at every SNR of data.test_snrs,
+noise from data.test_noise chosen as in validation; --split valid: the validation pairs) are
+enhanced whole and scored: SI-SNR, STOI and PESQ (wide band at 16 kHz), each as enhanced and as
+improvement over the noisy input, per SNR and overall. --data-dir CLEAN NOISE: other clean
+speech and noise (folders or list files). The window and batch options do not apply.
 
 Writes OUT/per_utterance.csv and OUT/summary.json (averages + checkpoint, config, data) and prints
 `Average SISNR improvement: <dB>`. Exit status 1 when some utterance could not be scored.
@@ -45,8 +56,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-path", nargs="+", required=True, metavar="CKPT",
                         help="checkpoint(s); several = one per speaker count (speaker counting)")
-    parser.add_argument("--data-dir", nargs="+", required=True, metavar="DIR",
-                        help="MindRecord split(s) or audio folder(s) with mixtures and sources")
+    parser.add_argument("--data-dir", nargs="+", metavar="DIR",
+                        help="MindRecord split(s) or audio folder(s) with mixtures and sources (required for "
+                             "separation); enhancement: CLEAN NOISE instead of the config's test data")
     parser.add_argument("--out-dir", help="where per_utterance.csv and summary.json go (default: <experiment>/eval "
                                           "for a checkpoint in <experiment>/checkpoints, else <ckpt folder>/eval)")
     parser.add_argument("-c", "--config", help="yaml config to use instead of the one stored in the checkpoint "
@@ -58,8 +70,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=_positive_int, default=1,
                         help="utterances of equal length separated together, and windows per call for long "
                              "ones (default 1)")
-    parser.add_argument("--pesq", action="store_true", help="also compute PESQ (slow)")
-    parser.add_argument("--stoi", action="store_true", help="also compute STOI")
+    parser.add_argument("--pesq", action="store_true", help="also compute PESQ (slow; enhancement: always)")
+    parser.add_argument("--stoi", action="store_true", help="also compute STOI (enhancement: always)")
     add_window_arguments(parser)
     return parser.parse_args(argv)
 
@@ -84,10 +96,43 @@ def _chained(sources):
     return generate() if None in lengths else sized(generate(), sum(lengths))
 
 
+def _command(argv):
+    return " ".join([os.path.basename(sys.argv[0] or "evaluate.py")] + (sys.argv[1:] if argv is None else argv))
+
+
+def evaluate_enhancement(args, cfg, argv):
+    """The enhancement report: the config's (or --data-dir's) fixed pairs, scored whole."""
+    from src import evaluation
+
+    enhancer, cfg = evaluation.load_enhancer(args.model_path, cfg)
+    if args.resample:
+        cfg.data.resample = True
+    if args.downmix:
+        cfg.data.downmix = True
+    pairs, data = evaluation.enhancement_pairs(cfg, args.split, args.data_dir)
+    rows = evaluation.evaluate_enhancement(enhancer, pairs, cfg.sample_rate)
+    if not rows:
+        raise evaluation.EvaluationError(f"no pairs in {data['clean']}")
+    summary = evaluation.summarize_enhancement(rows)
+    meta = {"checkpoint": os.path.abspath(args.model_path[0]), "config": cfg.to_dict(), "data": data,
+            "sample_rate": cfg.sample_rate, "command": _command(argv)}
+    out_dir = args.out_dir or default_out_dir(args.model_path[0])
+    csv_path, json_path = evaluation.write_report(rows, summary, out_dir, meta)
+    evaluation.print_enhancement_summary(summary)
+    print(f"Per-pair scores: {csv_path}; summary: {json_path}")
+    return 1 if summary["failed"] else 0
+
+
 def main(argv=None):
     args = parse_args(argv)
     from src import evaluation
 
+    first_cfg = evaluation.checkpoint_config(args.model_path[0], args.config)
+    if evaluation.is_enhancement(first_cfg):
+        return evaluate_enhancement(args, first_cfg, argv)
+    if not args.data_dir:
+        raise evaluation.EvaluationError("--data-dir is required for a separation model (the test mixtures and "
+                                         "their sources)")
     separators, configs = evaluation.load_separators(args.model_path, args.config)
     counting = len(separators) > 1
     sample_rate = next(iter(configs.values())).sample_rate
@@ -118,7 +163,7 @@ def main(argv=None):
         "window_seconds": args.window_seconds if window else None,
         "overlap_seconds": args.overlap_seconds if window else None,
         "batch_size": args.batch_size,
-        "command": " ".join([os.path.basename(sys.argv[0] or "evaluate.py")] + (sys.argv[1:] if argv is None else argv)),
+        "command": _command(argv),
     }
     if counting:
         meta["threshold_db"] = args.threshold_db

@@ -1,16 +1,20 @@
-"""Export a trained separation checkpoint to MindIR (or ONNX / AIR) for deployment.
+"""Export a trained checkpoint (separation or enhancement) to MindIR (or ONNX / AIR) for deployment.
 
     python export.py --ckpt CKPT [-c CONFIG] --file-name NAME [--file-format MINDIR] [--length N]
         [--device-target auto]
 
---length 0 (default): the graph takes any length (dynamic time axis); --length N: exactly N
-samples, for devices that need static shapes (Ascend 310 through MindSpore Lite; the offline
-pipeline then cuts recordings into windows of N). The graph maps `mixture (1, time)` float32 to
-`estimate (1, C, time)`.
+Separation: --length 0 (default): the graph takes any length (dynamic time axis); --length N:
+exactly N samples, for devices that need static shapes (Ascend 310 through MindSpore Lite; the
+offline pipeline then cuts recordings into windows of N). The graph maps `mixture (1, time)`
+float32 to `estimate (1, C, time)`.
+
+Enhancement (R-Transformer): the mask network only, the STFT stays on the host: `features
+(1, frames, bins)` float32 + `frame_lengths (1,)` int32 -> `mask (1, frames, bins)`, any number
+of frames (--length must stay 0).
 
 After writing, the file is loaded back and run next to the checkpoint's network on the same
-random mixtures (three lengths for a dynamic graph); the largest difference is printed, and the
-export fails (exit status 2) when it is beyond float tolerance. ONNX needs --length and
+random inputs (three lengths, or frame counts, for a dynamic graph); the largest difference is
+printed, and the export fails (exit status 2) when it is beyond float tolerance. ONNX needs --length and
 onnxruntime (for the check); AIR needs an Ascend device and is not checked (MindSpore cannot load
 AIR files).
 """
@@ -41,7 +45,7 @@ def main(argv=None):
     import mindspore as ms
 
     from src.config import load_config
-    from src.export import ExportError, check_lengths, check_request, compare_with_network, export_network
+    from src.export import ExportError, check_request, compare_with_network, export_network, graph_for
     from src.training.checkpoint import load_model
     from src.training.context import best_device
 
@@ -55,19 +59,19 @@ def main(argv=None):
     else:
         ms.set_device(device, int(os.environ.get("DEVICE_ID", 0)))
     net, cfg = load_model(args.ckpt, load_config(args.config) if args.config else None)
-    check_request(args.file_format, args.length, int(cfg.model.L), device)
+    graph = graph_for(cfg)
+    graph.check_export(args.file_format, args.length)
+    check_request(args.file_format, args.length, graph.min_length, device)
 
     started = time.time()
-    path = export_network(net, args.file_name, args.file_format, args.length)
-    shape = f"(1, {args.length})" if args.length else "(1, any length)"
-    print(f"exported {path}: {args.file_format}, input {shape} float32 -> (1, {cfg.model.C}, time) "
-          f"[{time.time() - started:.1f} s]")
+    path = export_network(net, args.file_name, args.file_format, args.length, graph)
+    print(f"exported {path}: {args.file_format}, {graph.describe(args.length)} [{time.time() - started:.1f} s]")
     if args.file_format == "AIR":
         print("note: AIR files cannot be loaded by MindSpore, so this one was not compared with the network")
         return 0
-    for length, diff, peak in compare_with_network(net, path, args.file_format,
-                                                   check_lengths(args.length, cfg.sample_rate, cfg.segment)):
-        print(f"check at {length} samples: max |exported - network| = {diff:.3g} (output peak {peak:.3g})")
+    for length, diff, peak in compare_with_network(net, path, args.file_format, graph.check_lengths(args.length),
+                                                   graph=graph):
+        print(f"check at {length} {graph.unit}: max |exported - network| = {diff:.3g} (output peak {peak:.3g})")
     print(f"{path}: matches the network")
     return 0
 

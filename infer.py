@@ -4,9 +4,11 @@
         [--device-target auto] [--device-id 0] [--backend auto]
     python infer.py --mindir MODEL.mindir --input-length     (prints the graph's input length; 0 = any)
 
-BINS is written by `preprocess.py --infer-bins BINS` (raw float32 inputs + index.json). Each input
-`(1, T)` goes through the model and its output `(1, C, T)` is written to RESULTS under the same
-name, raw float32, plus RESULTS/run.json. postprocess.py then scores them.
+BINS is written by `preprocess.py --infer-bins BINS` (raw inputs + index.json, which lists each
+model call's input files in the graph's order). Separation: each input `(1, T)` goes through the
+model and its output `(1, C, T)` is written to RESULTS under the same name; enhancement: features
+`(1, frames, bins)` + frame_lengths `(1,)` give a mask `(1, frames, bins)`. Results are raw float32,
+plus RESULTS/run.json. postprocess.py then scores them.
 
 Backends: MindSpore Lite's Python API (`mindspore_lite`, the cloud-side inference package with
 the Ascend backend for Ascend 310/310P, or CPU) when it is installed, otherwise MindSpore's
@@ -31,7 +33,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mindir", "--mindir-path", dest="mindir", required=True, help="exported model (export.py)")
     parser.add_argument("--input-length", action="store_true",
-                        help="only print the graph's input length in samples (0 = any length) and exit")
+                        help="only print the graph's input length in samples (frames for an enhancement graph; "
+                             "0 = any length) and exit")
     parser.add_argument("--bin-dir", help="preprocessed inputs (preprocess.py --infer-bins)")
     parser.add_argument("--result-dir", help="where the results go")
     parser.add_argument("--device-target", default="auto", type=_device_name, choices=DEVICES)
@@ -45,16 +48,18 @@ def parse_args(argv=None):
 
 
 def input_length(model_path, backend):
-    """The graph's fixed input length in samples, 0 for a dynamic time axis."""
-    from src.offline_inference import OfflineInferenceError, lite_available, mindir_input_shape, open_runner
+    """The graph's fixed input length, 0 for a dynamic axis: samples of a separation graph
+    `(1, time)`, frames of an enhancement graph `(1, frames, bins)`."""
+    from src.offline_inference import OfflineInferenceError, lite_available, mindir_input_shapes, open_runner
     if not os.path.isfile(model_path):
         raise OfflineInferenceError(f"{model_path}: model file not found (export one with export.py)")
     if backend == "mindspore" or (backend == "auto" and not lite_available()):
-        shape = mindir_input_shape(model_path)  # read from the file, nothing compiled
+        shape = mindir_input_shapes(model_path)[0]  # read from the file, nothing compiled
     else:
         shape = open_runner(model_path, "CPU", 0, "lite").input_shape
-    if len(shape) != 2:
-        raise OfflineInferenceError(f"{model_path}: takes inputs of shape {shape}, not (1, time)")
+    if len(shape) not in (2, 3):
+        raise OfflineInferenceError(f"{model_path}: takes inputs of shape {shape}, neither (1, time) nor "
+                                    "(1, frames, bins)")
     return max(shape[1], 0)
 
 

@@ -17,17 +17,25 @@ as the raw float32 inputs of an exported graph, plus BINS/index.json (src/offlin
 TEST_PATH: anything evaluate.py reads (MindRecord split, its folder, an audio folder). --fixed-length N
 (the graph's input length, export.py --length): windows of N samples; 0 (default): a dynamic-length
 graph, windows as evaluate.py's --window-seconds / --overlap-seconds.
+
+For an enhancement model, give its config instead of data (the STFT settings and the fixed pairs
+of data.<split>_clean / _noise / _snrs, as evaluate.py scores them):
+
+    python preprocess.py --infer-bins BINS -c CONFIG [--split test] [--max-utterances K]
+
+writes each pair's mask-network inputs (features and frame lengths, src/offline_inference.py).
 """
 import argparse
 import os
 import sys
 
 from src.audio import AudioError
+from src.config import ConfigError
 from src.data.layout import MIX_TYPES, DataError
 from src.data.mindrecord import convert_folder
 from src.evaluation import EvaluationError, open_utterances
 from src.inference.separation import SeparationError
-from src.offline_inference import OfflineInferenceError, plan_windows, write_input_bins
+from src.offline_inference import OfflineInferenceError, plan_windows, write_enhancement_bins, write_input_bins
 
 
 def _positive_int(text):
@@ -44,16 +52,20 @@ def _non_negative_int(text):
     return value
 
 
+DEFAULT_SAMPLE_RATE = 8000
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", "--in-dir", dest="data_dir", required=True,
+    parser.add_argument("--data-dir", "--in-dir", dest="data_dir",
                         help="LibriMix root (train-360/dev/test), svoice root (tr/cv/tt) or one split folder")
     parser.add_argument("--out-dir", help="folder for the MindRecord files and manifests")
     parser.add_argument("--mix-type", default="mix_clean", choices=MIX_TYPES,
                         help="LibriMix mixture folder (svoice's 'mix' is found by itself)")
     parser.add_argument("--split", help="a single split folder: its name (default: the folder's name); "
                                         "a root: convert only this split (train, valid or test)")
-    parser.add_argument("--sample-rate", type=_positive_int, default=8000)
+    parser.add_argument("--sample-rate", type=_positive_int,
+                        help=f"required rate (default {DEFAULT_SAMPLE_RATE}; with -c the config's)")
     parser.add_argument("--num-speakers", type=_positive_int,
                         help="sources per mixture (default: the number of s<k> folders)")
     parser.add_argument("--num-shards", type=_positive_int, default=4, help="files per split (at most one per row)")
@@ -73,17 +85,25 @@ def parse_args(argv=None):
     infer.add_argument("--overlap-seconds", type=float, default=2.0,
                        help="overlap of windows, as evaluate.py (fixed length: at most half of it)")
     infer.add_argument("--max-utterances", type=_non_negative_int, default=0,
-                       help="only the first K mixtures (0 = all)")
+                       help="only the first K mixtures (enhancement: clean utterances, each at every SNR; 0 = all)")
+    infer.add_argument("-c", "--config", help="an enhancement model's config: write its test pairs' network inputs "
+                                              "(instead of --data-dir)")
     args = parser.parse_args(argv)
     if not args.infer_bins and not args.out_dir:
         parser.error("--out-dir is required (or --infer-bins for offline inference)")
+    if args.config and not args.infer_bins:
+        parser.error("-c/--config goes with --infer-bins (the inputs of an enhancement model)")
+    if args.config and args.data_dir:
+        parser.error("give either --data-dir (separation) or -c CONFIG (enhancement), not both")
+    if not args.config and not args.data_dir:
+        parser.error("--data-dir is required (or -c CONFIG with --infer-bins for an enhancement model)")
     return args
 
 
 def convert(args):
     """The MindRecord conversion mode: writes the splits and prints what was written."""
     written = convert_folder(
-        args.data_dir, args.out_dir, args.sample_rate, args.num_shards, mix_type=args.mix_type,
+        args.data_dir, args.out_dir, args.sample_rate or DEFAULT_SAMPLE_RATE, args.num_shards, mix_type=args.mix_type,
         num_speakers=args.num_speakers, split=args.split, resample=args.resample, downmix=args.downmix,
         split_names={"train": args.train_name, "valid": args.valid_name, "test": args.test_name})
     for info in written:
@@ -97,24 +117,46 @@ def convert(args):
 
 def write_infer_bins(args):
     """The offline-inference mode: every model input of the test mixtures as a .bin file + index."""
-    window, overlap = plan_windows(args.sample_rate, args.fixed_length, args.window_seconds, args.overlap_seconds)
+    sample_rate = args.sample_rate or DEFAULT_SAMPLE_RATE
+    window, overlap = plan_windows(sample_rate, args.fixed_length, args.window_seconds, args.overlap_seconds)
     split = args.split or "test"
-    utterances = open_utterances(args.data_dir, args.sample_rate, args.num_speakers, split, args.mix_type,
+    utterances = open_utterances(args.data_dir, sample_rate, args.num_speakers, split, args.mix_type,
                                  args.resample, args.downmix)
     data = {"path": os.path.abspath(args.data_dir), "split": split, "mix_type": args.mix_type,
             "resample": args.resample, "downmix": args.downmix}
-    write_input_bins(utterances, args.infer_bins, args.sample_rate, args.fixed_length, window, overlap, data,
+    write_input_bins(utterances, args.infer_bins, sample_rate, args.fixed_length, window, overlap, data,
                      args.max_utterances)
+
+
+def write_enhancement_infer_bins(args):
+    """The offline-inference mode for an enhancement model: its config's test pairs."""
+    from src.config import load_config
+    cfg = load_config(args.config)
+    if cfg.get("task", "separation") != "enhancement":
+        raise OfflineInferenceError(f"{args.config}: is a '{cfg.get('task', 'separation')}' config; -c is for "
+                                    "enhancement models (for separation give --data-dir TEST_PATH)")
+    if args.fixed_length:
+        raise OfflineInferenceError(f"--fixed-length {args.fixed_length}: enhancement graphs take any number of "
+                                    "frames (export.py exports them with a dynamic frame axis); leave it at 0")
+    if args.sample_rate and args.sample_rate != cfg.sample_rate:
+        raise OfflineInferenceError(f"--sample-rate {args.sample_rate}: {args.config} works at {cfg.sample_rate} Hz")
+    if args.resample:
+        cfg.data.resample = True
+    if args.downmix:
+        cfg.data.downmix = True
+    write_enhancement_bins(cfg, args.infer_bins, args.split or "test", args.max_utterances)
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
-        if args.infer_bins:
+        if args.config:
+            write_enhancement_infer_bins(args)
+        elif args.infer_bins:
             write_infer_bins(args)
         else:
             convert(args)
-    except (DataError, AudioError, EvaluationError, OfflineInferenceError, SeparationError) as err:
+    except (DataError, AudioError, ConfigError, EvaluationError, OfflineInferenceError, SeparationError) as err:
         print(f"preprocess.py: error: {err}", file=sys.stderr)
         return 2
     return 0

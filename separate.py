@@ -164,7 +164,7 @@ def separate_file(path, separators, sample_rate, min_samples, out_dir, window, o
     if plot:
         from src.plotting import plot_separation
         written.append(plot_separation(mixture, estimates, sample_rate, plot_path(out_dir, stem),
-                                       title=os.path.basename(path)))
+                                       title=os.path.basename(path), enhancement=enhancement))
     return written, notes
 
 

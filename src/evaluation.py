@@ -51,7 +51,9 @@ def add_window_arguments(parser):
                              f"windows on it, so keep it longer than pauses (default {DEFAULT_OVERLAP_SECONDS:g})")
     parser.add_argument("--threshold-db", type=float, default=DEFAULT_THRESHOLD_DB,
                         help="several checkpoints: an output counts as a speaker when its energy is at least this "
-                             f"many dB relative to the loudest output (default {DEFAULT_THRESHOLD_DB:g})")
+                             f"many dB relative to the loudest output (default {DEFAULT_THRESHOLD_DB:g}: well below "
+                             "the quietest real speaker, -4.5 dB in the bundled mixtures; measure your models' "
+                             "silent outputs with bench/bench_count_threshold.py)")
 
 
 def window_samples(window_seconds, overlap_seconds, sample_rate):
@@ -454,8 +456,8 @@ def load_separators(checkpoints, config_path=None):
     from src.training.checkpoint import CheckpointError, load_model, read_checkpoint, stored_config
     from src.training.context import init_context
 
-    first_cfg = load_config(config_path) if config_path else stored_config(read_checkpoint(checkpoints[0])[1])
-    if first_cfg is not None and first_cfg.get("task", "separation") == "enhancement":
+    first_cfg = checkpoint_config(checkpoints[0], config_path)
+    if is_enhancement(first_cfg):
         return _load_enhancer(checkpoints, first_cfg)
     if config_path and len(checkpoints) > 1:
         raise EvaluationError("-c/--config works with a single checkpoint; with several, each uses the config "
@@ -495,9 +497,21 @@ def min_input_samples(cfg):
     return int(cfg.model.L)
 
 
-def _load_enhancer(checkpoints, cfg):
-    """An enhancement model as a one-output separator -> ({1: separate_fn}, {1: cfg}), so that
-    separate.py enhances files with the same windowing, checks and outputs."""
+def checkpoint_config(checkpoint, config_path=None):
+    """The config of a model: `config_path` (a yaml) when given, else the one stored in
+    `checkpoint` (None when it holds none)."""
+    from src.config import load_config
+    from src.training.checkpoint import read_checkpoint, stored_config
+    return load_config(config_path) if config_path else stored_config(read_checkpoint(checkpoint)[1])
+
+
+def is_enhancement(cfg):
+    return cfg is not None and cfg.get("task", "separation") == "enhancement"
+
+
+def load_enhancer(checkpoints, cfg):
+    """An enhancement model -> (Enhancer, cfg), MindSpore context set up from its config.
+    checkpoints: a list holding exactly one checkpoint (an enhancement model is used alone)."""
     from src.tasks.enhancement import EnhancementTask, Enhancer
     from src.training.checkpoint import load_model
     from src.training.context import init_context
@@ -506,9 +520,118 @@ def _load_enhancer(checkpoints, cfg):
         raise EvaluationError(f"{checkpoints[0]}: is a speech enhancement model; give it alone")
     init_context(cfg)
     net, cfg = load_model(checkpoints[0], cfg)
-    enhancer = Enhancer(net, EnhancementTask.stft_config(cfg))
+    return Enhancer(net, EnhancementTask.stft_config(cfg)), cfg
+
+
+def _load_enhancer(checkpoints, cfg):
+    """An enhancement model as a one-output separator -> ({1: separate_fn}, {1: cfg}), so that
+    separate.py enhances files with the same windowing, checks and outputs."""
+    enhancer, cfg = load_enhancer(checkpoints, cfg)
 
     def enhance_batch(mixtures):
         return np.stack([enhancer(mixture)[None] for mixture in mixtures])
 
     return {1: MinLengthSeparator(enhance_batch, min_input_samples(cfg))}, {1: cfg}
+
+
+# ------------------------------------------------------------------------------ enhancement
+ENHANCEMENT_SCORES = ("si_snr", "si_snri", "stoi", "stoii", "pesq", "pesqi")
+
+
+def enhancement_pairs(cfg, split="test", data=None, max_utterances=0):
+    """The fixed noisy/clean pairs of an enhancement config's `split` (every clean utterance at
+    every SNR of `data.<split>_snrs`, noise as in validation) -> (pairs with len(), data description).
+
+    data: (clean, noise) folders or list files instead of `data.<split>_clean` / `_noise`.
+    max_utterances: only the first N clean utterances (0 = all)."""
+    import copy
+
+    from src.tasks.enhancement import SPLITS, EnhancementTask
+
+    if split not in SPLITS[1:]:
+        raise EvaluationError(f"--split {split}: enhancement pairs come from the config's "
+                              f"{' or '.join(SPLITS[1:])} data (data.<split>_clean, _noise, _snrs)")
+    if data is not None:
+        if len(data) != 2:
+            raise EvaluationError(f"--data-dir {' '.join(data)}: an enhancement model takes two paths, CLEAN NOISE "
+                                  "(clean speech and noise: folders or list files), or none for the config's "
+                                  f"data.{split}_clean and data.{split}_noise")
+        cfg = copy.deepcopy(cfg)
+        cfg.data[f"{split}_clean"], cfg.data[f"{split}_noise"] = data
+    mixer = EnhancementTask().mixer(cfg, split)
+    count = len(mixer.clean_files) if not max_utterances else min(max_utterances, len(mixer.clean_files))
+    description = {"clean": os.path.abspath(str(cfg.data[f"{split}_clean"])),
+                   "noise": os.path.abspath(str(cfg.data[f"{split}_noise"])),
+                   "snrs_db": mixer.snrs_db, "seed": mixer.seed, "split": split,
+                   "resample": mixer.resample, "downmix": mixer.downmix, "max_utterances": max_utterances}
+    return sized(mixer.fixed_pairs(max_utterances), count * len(mixer.snrs_db)), description
+
+
+def evaluate_enhancement(enhancer, pairs, sample_rate, progress=True):
+    """Enhance and score every pair -> rows (dicts) in order: key (clean utterance), snr_db, length,
+    seconds, si_snr, si_snri, stoi, stoii, pesq, pesqi (score_pair: enhanced and improvement over
+    the noisy input), clean, noise (files). A non-finite enhanced signal gives a row with an
+    `error` and no scores; a pair PESQ/STOI cannot score keeps its SI-SNR scores and gets an `error`."""
+    from src.tasks.enhancement import score_pair
+
+    total = len(pairs) if hasattr(pairs, "__len__") else None
+    rows = []
+    with _progress(total, progress, "enhancing") as bar:
+        for pair in pairs:
+            length = len(pair.clean)
+            row = {"key": pair.key, "snr_db": pair.snr_db, "length": length,
+                   "seconds": round(length / sample_rate, 3)}
+            enhanced = enhancer(pair.noisy)
+            if not np.all(np.isfinite(enhanced)):
+                row["error"] = "the enhanced signal contains NaN or Inf"
+            else:
+                try:
+                    row.update(score_pair(enhanced, pair, sample_rate, with_pesq_stoi=True))
+                except MetricError as err:
+                    row.update(score_pair(enhanced, pair, sample_rate, with_pesq_stoi=False))
+                    row["error"] = f"PESQ/STOI: {err}"
+            row.update(clean=pair.clean_path, noise=pair.noise_path)
+            rows.append(row)
+            bar.update(1)
+    return rows
+
+
+def _enhancement_means(rows):
+    scored = [row for row in rows if "si_snri" in row]
+    means = {"count": len(scored)}
+    for name in ENHANCEMENT_SCORES:
+        if any(name in row for row in scored):
+            means[name] = _mean(scored, name)
+    return means
+
+
+def summarize_enhancement(rows):
+    """Averages of evaluate_enhancement's rows, overall and per SNR -> {count, si_snr, si_snri,
+    stoi, stoii, pesq, pesqi, per_snr: {"<snr>": {count, ...}}, failed[, failed_keys]}."""
+    summary = _enhancement_means(rows)
+    summary["per_snr"] = {f"{snr:g}": _enhancement_means([row for row in rows if row["snr_db"] == snr])
+                          for snr in sorted({row["snr_db"] for row in rows})}
+    failed = [f"{row['key']}@{row['snr_db']:g}dB" for row in rows if "error" in row]
+    summary["failed"] = len(failed)
+    if failed:
+        summary["failed_keys"] = failed
+    return summary
+
+
+def print_enhancement_summary(summary):
+    """Per-SNR and overall averages (enhanced, and in brackets the improvement over the noisy
+    input); the SI-SNRi line is exactly `Average SISNR improvement: <x.xx>` as for separation."""
+    def line(means):
+        parts = []
+        for name, label in (("si_snr", "SI-SNR"), ("stoi", "STOI"), ("pesq", "PESQ")):
+            if name in means:
+                gain = means.get(name + "i")
+                parts.append(f"{label} {_fmt(means[name])} ({'n/a' if gain is None else f'{gain:+.2f}'})")
+        return ", ".join(parts)
+
+    for snr, means in summary["per_snr"].items():
+        print(f"input SNR {snr} dB ({means['count']} pairs): {line(means)}")
+    print(f"all SNRs ({summary['count']} pairs): {line(summary)}")
+    print(f"Average SISNR improvement: {_fmt(summary.get('si_snri'))}")
+    if summary.get("failed"):
+        print(f"Pairs with an error: {summary['failed']} (see the 'error' column of the CSV)")

@@ -1,5 +1,6 @@
-"""Offline inference of an exported MindIR: mixtures as raw .bin files, a runner, and the way back
-to full-length estimates scored exactly as evaluate.py scores them.
+"""Offline inference of an exported MindIR: model inputs as raw .bin files, a runner, and the way
+back to full-length outputs scored exactly as evaluate.py scores them. One pipeline for both
+tasks; what is task-specific is how the inputs are recorded and how the results are replayed.
 
 Pipeline (scripts/run_infer_310.sh):
 1. `preprocess.py --infer-bins DIR` -> `write_input_bins`: every input a separator would get from
@@ -21,13 +22,27 @@ src/inference/separation.py and src/evaluation.py, not a copy of it.
   window are zero-padded to N (the estimate is cropped). Not the same numbers as evaluate.py:
   the network sees shorter context and the windows are stitched (see the README's tolerance).
 
+Enhancement (the mask network, export.py of an enhancement checkpoint): `write_enhancement_bins`
+records the network inputs of every fixed test pair of the config (src.evaluation.enhancement_pairs)
+by running the Enhancer of src/tasks/enhancement.py with a recording masker (STFT and features
+on the host); postprocess.py replays the stored masks through the same Enhancer (`ReplayMasker`:
+mask x noisy spectrum, inverse STFT) and scores the pairs with evaluate.py's code. A dynamic
+frame axis only: every pair is one input of its own length, so the numbers are evaluate.py's.
+
 Files:
-  DIR/index.json      {"version", "id", "sample_rate", "num_speakers", "fixed_length" (0: dynamic),
-                       "window", "overlap" (samples; null: whole mixtures), "data": {path, split,
-                       mix_type, resample, downmix}, "utterances": [{key, length, sha1, bins: [names]}],
-                       "bins": {name: {samples, sha1}}}
-  DIR/<key>_<k>.bin   k-th input of an utterance: raw little-endian float32, shape (1, samples)
-  RESULT/<same name>  the model's output for it: raw little-endian float32, shape (1, C, samples)
+  DIR/index.json      {"version", "id", "task" (separation | enhancement), "sample_rate",
+                       "num_speakers", "fixed_length" (0: dynamic), "window", "overlap" (samples;
+                       null: whole inputs), "data" (separation: {path, split, mix_type, resample,
+                       downmix}; enhancement: src.evaluation.enhancement_pairs' description),
+                       "utterances": [{key, length, sha1, bins: [names]}],
+                       "bins": {name: {"inputs": [{file, shape, dtype}], sha1, samples | frames}}
+                       enhancement also: "config" (the model's config), "stft" {n_fft, hop, win}}
+  DIR/<name>.bin      separation: the k-th input of an utterance (`<key>_<k>.bin`), float32 (1, samples);
+                      enhancement: features of a pair (`<key>_<snr>dB.bin`), float32 (1, frames, bins),
+                      and its frame_lengths (`<key>_<snr>dB_lengths.bin`), int32 (1,)
+                      (all raw little-endian; an entry's inputs in the graph's input order)
+  RESULT/<name>.bin   the model's output for an entry: raw little-endian float32, separation
+                      (1, C, samples), enhancement the mask (1, frames, bins)
   RESULT/run.json     what wrote the results: model, backend, device, index id, timing
 """
 import glob
@@ -43,8 +58,10 @@ from src.inference.separation import separate_long, separate_whole
 
 INDEX_NAME = "index.json"
 RUN_NAME = "run.json"
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 BIN_DTYPE = np.dtype("<f4")
+INPUT_DTYPES = {"float32": np.dtype("<f4"), "int32": np.dtype("<i4")}
+TASKS = ("separation", "enhancement")
 
 
 class OfflineInferenceError(ValueError):
@@ -117,13 +134,8 @@ def write_input_bins(utterances, out_dir, sample_rate, fixed_length=0, window=No
     if fixed_length and window != fixed_length:
         raise OfflineInferenceError(f"a fixed-length graph of {fixed_length} samples needs windows of "
                                     f"{fixed_length}, not {window}")
-    os.makedirs(out_dir, exist_ok=True)
-    if os.path.isfile(os.path.join(out_dir, INDEX_NAME)):  # a bin folder of ours: drop the old inputs
-        for old in glob.glob(os.path.join(out_dir, "*.bin")):
-            os.remove(old)
-    index = {"version": INDEX_VERSION, "id": uuid.uuid4().hex, "sample_rate": int(sample_rate),
-             "num_speakers": None, "fixed_length": int(fixed_length), "window": window, "overlap": overlap,
-             "data": data or {}, "utterances": [], "bins": {}}
+    index = _new_index(out_dir, "separation", sample_rate, data, fixed_length=int(fixed_length), window=window,
+                       overlap=overlap)
     total_samples = 0
     for count, utt in enumerate(utterances):
         if max_utterances and count >= max_utterances:
@@ -138,10 +150,7 @@ def write_input_bins(utterances, out_dir, sample_rate, fixed_length=0, window=No
         separate_like_evaluate(recorder, mixture, num_speakers, window, overlap)
         names = []
         for k, row in enumerate(recorder.inputs):
-            name = f"{utt['key']}_{k:03d}.bin"
-            row.astype(BIN_DTYPE).tofile(os.path.join(out_dir, name))
-            index["bins"][name] = {"samples": int(len(row)), "sha1": _sha1(row)}
-            names.append(name)
+            names.append(_add_entry(index, out_dir, f"{utt['key']}_{k:03d}", [row[None]], samples=int(len(row))))
             total_samples += len(row)
         index["utterances"].append({"key": utt["key"], "length": int(len(mixture)), "sha1": _sha1(mixture),
                                     "bins": names})
@@ -154,10 +163,84 @@ def write_input_bins(utterances, out_dir, sample_rate, fixed_length=0, window=No
     return index
 
 
+class _MaskInputRecorder:
+    """Stand-in masker for the Enhancer: keeps its inputs (features, frame_lengths), returns zeros."""
+
+    def __init__(self):
+        self.inputs = []
+
+    def __call__(self, features, frame_lengths):
+        self.inputs.append((np.asarray(features, np.float32), np.asarray(frame_lengths, np.int32)))
+        return np.zeros(features.shape, np.float32)
+
+
+def write_enhancement_bins(cfg, out_dir, split="test", max_utterances=0, log=print):
+    """Write the mask network's inputs for every fixed pair of an enhancement config's `split`
+    (src.evaluation.enhancement_pairs, as evaluate.py scores them) + `out_dir/index.json`.
+    max_utterances: only the first N clean utterances (each at every SNR; 0 = all).
+    Returns the index (dict)."""
+    from src.evaluation import enhancement_pairs
+    from src.tasks.enhancement import Enhancer, EnhancementTask
+
+    stft_config = EnhancementTask.stft_config(cfg)
+    pairs, data = enhancement_pairs(cfg, split, max_utterances=max_utterances)
+    index = _new_index(out_dir, "enhancement", cfg.sample_rate, data, config=cfg.to_dict(),
+                       stft={"n_fft": stft_config.n_fft, "hop": stft_config.hop, "win": stft_config.win})
+    total_frames = 0
+    for pair in pairs:
+        recorder = _MaskInputRecorder()
+        noisy = pair.noisy
+        Enhancer(recorder, stft_config)(noisy)
+        (features, frame_lengths), = recorder.inputs
+        key = f"{pair.key}_{pair.snr_db:g}dB"
+        name = _add_entry(index, out_dir, key, [features, frame_lengths], suffixes=["lengths"],
+                          frames=int(features.shape[1]))
+        index["utterances"].append({"key": key, "length": int(len(noisy)), "sha1": _sha1(noisy), "bins": [name]})
+        total_frames += features.shape[1]
+    if not index["utterances"]:
+        raise OfflineInferenceError(f"{data['clean']}: no pairs to write")
+    _write_json(os.path.join(out_dir, INDEX_NAME), index)
+    log(f"wrote the network inputs (features + frame lengths, {total_frames} frames) of {len(index['utterances'])} "
+        f"pairs ({len(data['snrs_db'])} SNRs) to {out_dir} (+ {INDEX_NAME})")
+    return index
+
+
 def _write_json(path, obj):
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=1)
     os.replace(path + ".tmp", path)
+
+
+def _new_index(out_dir, task, sample_rate, data, **fields):
+    """An empty index for `out_dir` (created; old .bin files of an earlier index removed)."""
+    os.makedirs(out_dir, exist_ok=True)
+    if os.path.isfile(os.path.join(out_dir, INDEX_NAME)):  # a bin folder of ours: drop the old inputs
+        for old in glob.glob(os.path.join(out_dir, "*.bin")):
+            os.remove(old)
+    index = {"version": INDEX_VERSION, "id": uuid.uuid4().hex, "task": task, "sample_rate": int(sample_rate),
+             "num_speakers": None, "fixed_length": 0, "window": None, "overlap": None, "data": data or {},
+             "utterances": [], "bins": {}}
+    index.update(fields)
+    return index
+
+
+def _add_entry(index, out_dir, name, arrays, suffixes=(), **info):
+    """Write the inputs of one model call (`arrays`, in the graph's input order: the first as
+    `<name>.bin`, the others as `<name>_<suffix>.bin`) and register them in the index as entry
+    `<name>.bin` with `info` and the sha1 of the first input (the replay finds results by it)."""
+    files = [f"{name}.bin"] + [f"{name}_{suffix}.bin" for suffix in suffixes]
+    if files[0] in index["bins"]:
+        raise OfflineInferenceError(f"two inputs would both be written to {files[0]}: utterance names must be "
+                                    "unique")
+    inputs = []
+    for file, array in zip(files, arrays):
+        dtype = str(array.dtype)
+        if dtype not in INPUT_DTYPES:
+            raise OfflineInferenceError(f"{file}: inputs are float32 or int32, not {dtype}")
+        array.astype(INPUT_DTYPES[dtype]).tofile(os.path.join(out_dir, file))
+        inputs.append({"file": file, "shape": [int(d) for d in array.shape], "dtype": dtype})
+    index["bins"][files[0]] = {"inputs": inputs, "sha1": _sha1(arrays[0]), **info}
+    return files[0]
 
 
 def read_index(bin_dir):
@@ -171,18 +254,35 @@ def read_index(bin_dir):
     try:
         with open(path, encoding="utf-8") as f:
             index = json.load(f)
-        keys_missing = [k for k in ("version", "id", "sample_rate", "fixed_length", "window", "overlap",
+        keys_missing = [k for k in ("version", "id", "task", "sample_rate", "fixed_length", "window", "overlap",
                                     "utterances", "bins") if k not in index]
     except (ValueError, TypeError) as err:
         raise OfflineInferenceError(f"{path}: not an offline-inference index ({err})") from None
     if keys_missing or index["version"] != INDEX_VERSION:
         raise OfflineInferenceError(f"{path}: not an offline-inference index of version {INDEX_VERSION} "
-                                    f"(missing {', '.join(keys_missing) or 'nothing'}, version {index.get('version')})")
-    missing = [n for n in index["bins"] if not os.path.isfile(os.path.join(bin_dir, n))]
+                                    f"(missing {', '.join(keys_missing) or 'nothing'}, version {index.get('version')}); "
+                                    "preprocess again")
+    if index["task"] not in TASKS:
+        raise OfflineInferenceError(f"{path}: task {index['task']!r} is not one of {', '.join(TASKS)}")
+    missing = [spec["file"] for info in index["bins"].values() for spec in info["inputs"]
+               if not os.path.isfile(os.path.join(bin_dir, spec["file"]))]
     if missing:
         raise OfflineInferenceError(f"{bin_dir}: {len(missing)} .bin file(s) listed in {INDEX_NAME} are missing "
                                     f"(first: {missing[0]}); preprocess again")
     return index
+
+
+def read_inputs(bin_dir, info):
+    """The inputs of one index entry, numpy arrays of their recorded shapes and dtypes."""
+    arrays = []
+    for spec in info["inputs"]:
+        path = os.path.join(bin_dir, spec["file"])
+        data = np.fromfile(path, dtype=INPUT_DTYPES[spec["dtype"]])
+        if data.size != int(np.prod(spec["shape"])):
+            raise OfflineInferenceError(f"{path}: {data.size} {spec['dtype']} values, expected shape {spec['shape']}; "
+                                        "preprocess again")
+        arrays.append(data.reshape(spec["shape"]).astype(spec["dtype"]))
+    return arrays
 
 
 def read_bin(path, samples, num_channels=None):
@@ -200,24 +300,26 @@ def read_bin(path, samples, num_channels=None):
 
 
 # --------------------------------------------------------------------------------- the runner
-def mindir_input_shape(path):
-    """Input shape stored in a MindIR file (MindSpore's protobuf), -1 for a dynamic axis."""
+def mindir_input_shapes(path):
+    """Input shapes stored in a MindIR file (MindSpore's protobuf), in input order, -1 for a
+    dynamic axis: separation `[[1, time]]`, enhancement `[[1, frames, bins], [1]]`."""
     from mindspore.train import mind_ir_pb2
     model = mind_ir_pb2.ModelProto()
     try:
         with open(path, "rb") as f:
             model.ParseFromString(f.read())
-        dims = [list(t.dims) for t in model.graph.input[0].tensor]
+        shapes = [[int(d) for d in graph_input.tensor[0].dims] for graph_input in model.graph.input]
     except Exception as err:  # protobuf raises DecodeError, an empty graph IndexError
         raise OfflineInferenceError(f"{path}: cannot be read as a MindIR file ({type(err).__name__}: {err})") from None
-    if len(model.graph.input) != 1 or len(dims) != 1:
-        raise OfflineInferenceError(f"{path}: has {len(model.graph.input)} inputs; a separation graph has one "
-                                    "(mixture)")
-    return [int(d) for d in dims[0]]
+    if not shapes:
+        raise OfflineInferenceError(f"{path}: a MindIR file without inputs")
+    return shapes
 
 
 class MindSporeRunner:
-    """A MindIR file run by MindSpore's `nn.GraphCell` (GRAPH_MODE): `(1, T) -> (1, C, T)` numpy."""
+    """A MindIR file run by MindSpore's `nn.GraphCell` (GRAPH_MODE): numpy inputs in the graph's
+    order -> numpy output (separation `(1, T) -> (1, C, T)`, enhancement `(1, F, B), (1,) -> (1, F, B)`).
+    `input_shapes`: every input's shape in the file; `input_shape`: the first one's."""
 
     backend = "mindspore"
 
@@ -233,18 +335,19 @@ class MindSporeRunner:
             ms.set_device("CPU")
         else:
             ms.set_device(self.device, device_id)
-        self.input_shape = mindir_input_shape(path)
+        self.input_shapes = mindir_input_shapes(path)
+        self.input_shape = self.input_shapes[0]
         self.graph = ms.nn.GraphCell(ms.load(path))
         self._tensor = ms.Tensor
 
-    def __call__(self, mixture):
-        return self.graph(self._tensor(mixture)).asnumpy()
+    def __call__(self, *inputs):
+        return self.graph(*(self._tensor(x) for x in inputs)).asnumpy()
 
 
 class LiteRunner:
     """A MindIR file run by MindSpore Lite's Python API (cloud-side inference package, Ascend
-    310/310P, GPU or CPU): `(1, T) -> (1, C, T)` numpy. Dynamic inputs are resized per call
-    (CPU and GPU; on Ascend export a fixed length).
+    310/310P, GPU or CPU): numpy inputs in the graph's order -> numpy output, as MindSporeRunner.
+    Dynamic inputs are resized per call (CPU and GPU; on Ascend export a fixed length).
 
     UNTESTED: written from the MindSpore Lite 2.x API docs (Context.target, Model.build_from_file,
     get_inputs, resize, predict); mindspore-lite is not on PyPI, so it never ran in this project's tests.
@@ -266,12 +369,15 @@ class LiteRunner:
         self.model = mslite.Model()
         self.model.build_from_file(path, mslite.ModelType.MINDIR, context)
         self.inputs = self.model.get_inputs()
-        self.input_shape = [int(d) for d in self.inputs[0].shape]
+        self.input_shapes = [[int(d) for d in tensor.shape] for tensor in self.inputs]
+        self.input_shape = self.input_shapes[0]
 
-    def __call__(self, mixture):
-        if [int(d) for d in self.inputs[0].shape] != list(mixture.shape):
-            self.model.resize(self.inputs, [list(mixture.shape)])
-        self.inputs[0].set_data_from_numpy(mixture)
+    def __call__(self, *arrays):
+        shapes = [list(a.shape) for a in arrays]
+        if [[int(d) for d in tensor.shape] for tensor in self.inputs] != shapes:
+            self.model.resize(self.inputs, shapes)
+        for tensor, array in zip(self.inputs, arrays):
+            tensor.set_data_from_numpy(array)
         return self.model.predict(self.inputs)[0].get_data_to_numpy()
 
 
@@ -300,8 +406,20 @@ def open_runner(model_path, device_target="auto", device_id=0, backend="auto"):
 
 
 def check_inputs_fit(input_shape, index, model_path, bin_dir):
-    """Refuse bins the graph cannot take (before running anything): a (batch, time) input with
-    batch 1, and for a fixed-length graph every bin of exactly that length."""
+    """Refuse bins the graph (first input of shape `input_shape`) cannot take, before running
+    anything. Separation: a (batch, time) input with batch 1, and for a fixed-length graph every
+    bin of exactly that length. Enhancement: features (1, any frames, the index's bins)."""
+    if index["task"] == "enhancement":
+        bins = stft_config_of(index).bins
+        if len(input_shape) != 3 or input_shape[0] not in (1, -1) or input_shape[2] != bins:
+            raise OfflineInferenceError(
+                f"{model_path}: takes inputs of shape {input_shape}, but {bin_dir} holds features (1, frames, {bins}) "
+                "of an enhancement model; export that model's checkpoint with export.py")
+        if input_shape[1] != -1:
+            raise OfflineInferenceError(
+                f"{model_path}: a graph of exactly {input_shape[1]} frames, but {bin_dir} holds whole pairs of any "
+                "length; export the mask network with a dynamic frame axis (export.py without --length)")
+        return
     if len(input_shape) != 2 or input_shape[0] not in (1, -1):
         raise OfflineInferenceError(f"{model_path}: takes inputs of shape {input_shape}, not (1, time); "
                                     "export the separation network with export.py")
@@ -324,9 +442,23 @@ def _describe_bins(index):
     return "a dynamic-length graph"
 
 
+def _check_output(output, inputs, index, model_path, name):
+    """Separation: `(1, C, samples)`; enhancement: a mask of the features' shape."""
+    if index["task"] == "enhancement":
+        if output.shape != inputs[0].shape:
+            raise OfflineInferenceError(f"{model_path}: returned shape {output.shape} for features {inputs[0].shape} "
+                                        f"({name}); a mask graph returns the features' shape")
+        return
+    samples = inputs[0].shape[1]
+    if output.ndim != 3 or output.shape[0] != 1 or output.shape[2] != samples:
+        raise OfflineInferenceError(f"{model_path}: returned shape {output.shape} for input {inputs[0].shape} "
+                                    f"({name}); a separation graph returns (1, C, {samples})")
+
+
 def run_bins(runner, model_path, bin_dir, result_dir, progress=True):
-    """Run every input of `bin_dir` through `runner`, writing `(1, C, T)` results to `result_dir`
-    (same names) and `result_dir/run.json`. Returns the run summary (dict)."""
+    """Run every entry of `bin_dir` through `runner` (`runner(*inputs)`, the entry's inputs in
+    order), writing the outputs to `result_dir` (same names) and `result_dir/run.json`.
+    Returns the run summary (dict)."""
     from tqdm import tqdm
 
     index = read_index(bin_dir)
@@ -335,24 +467,23 @@ def run_bins(runner, model_path, bin_dir, result_dir, progress=True):
     run_path = os.path.join(result_dir, RUN_NAME)
     if os.path.exists(run_path):
         os.remove(run_path)  # results are complete only once run.json is written again
-    started, samples, num_outputs = time.time(), 0, None
+    started, num_outputs = time.time(), None
     for name, info in tqdm(index["bins"].items(), disable=not progress, desc="inference", unit="input",
                            dynamic_ncols=True, mininterval=1):
-        mixture = read_bin(os.path.join(bin_dir, name), info["samples"], num_channels=1)
+        inputs = read_inputs(bin_dir, info)
         try:
-            estimate = np.asarray(runner(mixture))
+            output = np.asarray(runner(*inputs))
         except Exception as err:  # the backends raise RuntimeError/ValueError with C++ messages
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise OfflineInferenceError(f"{os.path.join(bin_dir, name)}: {model_path} failed on this input of "
-                                        f"{info['samples']} samples: {first_line}") from None
-        if estimate.ndim != 3 or estimate.shape[0] != 1 or estimate.shape[2] != info["samples"]:
-            raise OfflineInferenceError(f"{model_path}: returned shape {estimate.shape} for input {mixture.shape} "
-                                        f"({name}); a separation graph returns (1, C, {info['samples']})")
-        num_outputs = num_outputs or int(estimate.shape[1])
-        estimate.astype(BIN_DTYPE).tofile(os.path.join(result_dir, name))
-        samples += info["samples"]
+            shapes = " + ".join(str(x.shape) for x in inputs)
+            raise OfflineInferenceError(f"{os.path.join(bin_dir, name)}: {model_path} failed on this input of shape "
+                                        f"{shapes}: {first_line}") from None
+        _check_output(output, inputs, index, model_path, name)
+        if index["task"] == "separation":
+            num_outputs = num_outputs or int(output.shape[1])
+        output.astype(BIN_DTYPE).tofile(os.path.join(result_dir, name))
     elapsed = time.time() - started
-    audio_seconds = samples / index["sample_rate"]
+    audio_seconds = sum(u["length"] for u in index["utterances"]) / index["sample_rate"]
     run = {"index_id": index["id"], "model": os.path.abspath(model_path), "backend": runner.backend,
            "device": runner.device, "input_shape": runner.input_shape, "num_outputs": num_outputs,
            "num_inputs": len(index["bins"]), "audio_seconds": round(audio_seconds, 3),
@@ -437,4 +568,58 @@ def indexed_utterances(index, data_path=None):
         missing = [k for k in wanted if k not in seen]
         raise OfflineInferenceError(f"{path}: {len(missing)} preprocessed utterance(s) not found (first: "
                                     f"{missing[0]}); pass the data preprocess.py read")
+    return sized(generate(), len(wanted))
+
+
+def stft_config_of(index):
+    """The STFT settings an enhancement index was written with."""
+    from src.features import StftConfig
+    return StftConfig(**index["stft"])
+
+
+class ReplayMasker:
+    """Masker `(features (1, F, B), frame_lengths (1,)) -> mask (1, F, B)` for the Enhancer that
+    returns the stored mask of features preprocess.py wrote, found by content. Features that were
+    not written are an error, not a guess."""
+
+    def __init__(self, index, result_dir):
+        self.index, self.result_dir = index, result_dir
+        self.by_content = {info["sha1"]: (name, info["inputs"][0]["shape"]) for name, info in index["bins"].items()}
+
+    def __call__(self, features, frame_lengths):
+        found = self.by_content.get(_sha1(features))
+        if found is None:
+            raise OfflineInferenceError(
+                f"features of {features.shape[1]} frames are not among the preprocessed inputs (index "
+                f"{self.index['id']}): the data or STFT settings differ from what preprocess.py used; preprocess again")
+        name, shape = found
+        path = os.path.join(self.result_dir, name)
+        mask = np.fromfile(path, dtype=BIN_DTYPE)
+        if mask.size != int(np.prod(shape)):
+            raise OfflineInferenceError(f"{path}: {mask.size} float32 values, expected a mask of shape {shape}; "
+                                        "run infer.py again")
+        return mask.reshape(shape)
+
+
+def indexed_pairs(index):
+    """The noisy/clean pairs of an enhancement index, rebuilt from its config and data (the
+    SHA-1 of each noisy signal must be the one preprocess.py wrote)."""
+    from src.config import Config
+    from src.evaluation import enhancement_pairs, sized
+
+    data = index["data"]
+    cfg = Config(index["config"])
+    cfg.data.resample, cfg.data.downmix = data["resample"], data["downmix"]
+    pairs, _ = enhancement_pairs(cfg, data["split"], (data["clean"], data["noise"]), data["max_utterances"])
+    wanted = index["utterances"]
+    if len(pairs) != len(wanted):
+        raise OfflineInferenceError(f"{data['clean']}: gives {len(pairs)} pairs now, {len(wanted)} when preprocess.py "
+                                    "ran; preprocess again")
+
+    def generate():
+        for pair, entry in zip(pairs, wanted):
+            if _sha1(pair.noisy) != entry["sha1"]:
+                raise OfflineInferenceError(f"{pair.clean_path}: the noisy signal at {pair.snr_db:g} dB differs from "
+                                            "the one preprocess.py wrote (data changed?); preprocess again")
+            yield pair
     return sized(generate(), len(wanted))

@@ -1,4 +1,5 @@
-"""Spectrogram pictures of a mixture and its separated speakers (matplotlib, Agg, no display)."""
+"""Spectrogram pictures of a mixture and its separated speakers, or of a noisy input and its
+enhanced version (matplotlib, Agg, no display)."""
 import numpy as np
 
 FFT_SIZE = 256
@@ -25,13 +26,17 @@ def spectrogram_db(signal, sample_rate):
     return 20.0 * np.log10(magnitude + 1e-10), freqs, times
 
 
-def plot_separation(mixture, estimates, sample_rate, path, title=None):
+def plot_separation(mixture, estimates, sample_rate, path, title=None, enhancement=False):
     """Write a PNG with the spectrogram of `mixture (time,)` above those of `estimates (C, time)`,
-    on one colour scale (the loudest bin of all down to DYNAMIC_RANGE_DB below it). Returns path."""
+    on one colour scale (the loudest bin of all down to DYNAMIC_RANGE_DB below it). Panels are
+    titled "mixture", "speaker 1" ...; with `enhancement` "noisy" and "enhanced". Returns path."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    panels = [("mixture", mixture)] + [(f"speaker {i + 1}", est) for i, est in enumerate(estimates)]
+    if enhancement:
+        panels = [("noisy", mixture)] + [("enhanced", est) for est in estimates]
+    else:
+        panels = [("mixture", mixture)] + [(f"speaker {i + 1}", est) for i, est in enumerate(estimates)]
     spectra = [spectrogram_db(signal, sample_rate) for _, signal in panels]
     top = max(float(s[0].max()) for s in spectra)
     duration = len(mixture) / sample_rate

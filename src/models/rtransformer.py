@@ -46,9 +46,10 @@ class LocalRNN(nn.Cell):
             padded = ops.cat((zeros, x), axis=1)
         else:
             padded = x
-        # window of frame t = padded[t : t + ksize]: one shifted copy per window position
-        shifted = [padded[:, k:k + frames, :] for k in range(self.ksize)]
-        windows = ops.stack(shifted, axis=2)                      # (batch, frames, ksize, d)
+        # window of frame t = padded[t : t + ksize]: one shifted copy per window position, joined
+        # with ops.cat (ops.stack of these slices fails shape inference in a dynamic-length MindIR)
+        shifted = [padded[:, k:k + frames, :].expand_dims(2) for k in range(self.ksize)]
+        windows = ops.cat(shifted, axis=2)                        # (batch, frames, ksize, d)
         windows = windows.reshape(batch * frames, self.ksize, d_model)
         out = self.rnn(windows)[0]                                 # (batch*frames, ksize, d)
         return out[:, -1, :].reshape(batch, frames, d_model)
