@@ -1,0 +1,90 @@
+"""Output levels of silent vs active outputs, and speaker-counting accuracy per threshold.
+
+    python bench/bench_count_threshold.py --model-path C2.ckpt C3.ckpt [--data-dir DIR ...] [--split test]
+        [--thresholds -40 -30 -25 -20 -15 -10 -6 -3]
+
+Runs every model once on every mixture of the data folders (default: the bundled Libri2Mix and
+Libri3Mix test splits), then prints
+0. the levels of the true sources (same measure): an active output of a good separator is about
+   as loud as its source, so the threshold must stay below the quietest source's level;
+1. each model's output levels (dB relative to its loudest output, src.inference.speaker_count.
+   output_levels_db), sorted, for mixtures of each true speaker count: with a model of C outputs
+   on a mixture of fewer speakers, the lowest levels are the "silent" outputs; on a mixture of C
+   speakers, every output is active;
+2. the counting accuracy of the real procedure (count_and_separate, fed the cached outputs) for
+   each threshold, overall and per true count.
+The threshold to choose lies between the silent and the active levels.
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+class Cached:
+    """A separator that returns the outputs stored for each mixture (keyed by its bytes)."""
+
+    def __init__(self, outputs):
+        self.outputs = outputs
+
+    def __call__(self, batch):
+        return np.stack([self.outputs[m.tobytes()] for m in batch])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-path", nargs="+", required=True, help="one checkpoint per speaker count")
+    parser.add_argument("--data-dir", nargs="+", default=[os.path.join(ROOT, "build/mini_librimix/Libri2Mix"),
+                                                          os.path.join(ROOT, "build/mini_librimix/Libri3Mix")])
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--thresholds", nargs="+", type=float, default=[-40, -30, -25, -20, -15, -10, -6, -3])
+    args = parser.parse_args()
+
+    from src.evaluation import load_separators, open_utterances
+    from src.inference.speaker_count import count_and_separate, output_levels_db
+
+    separators, configs = load_separators(args.model_path)
+    sample_rate = next(iter(configs.values())).sample_rate
+    mixtures, outputs, source_levels = [], {c: {} for c in separators}, {}
+    for path in args.data_dir:
+        for utt in open_utterances(path, sample_rate, split=args.split):
+            mix = np.asarray(utt["mix"], dtype=np.float32)
+            mixtures.append((utt["src"].shape[0], mix))
+            source_levels.setdefault(utt["src"].shape[0], []).append(np.sort(output_levels_db(utt["src"]))[::-1])
+            for c, separate_fn in separators.items():
+                outputs[c][mix.tobytes()] = separate_fn(mix[None])[0]
+    true_counts = sorted({n for n, _ in mixtures})
+    print(f"{len(mixtures)} mixtures ({', '.join(f'{sum(n == t for n, _ in mixtures)} with {t} speakers' for t in true_counts)}), "
+          f"models C = {', '.join(map(str, sorted(separators)))}")
+
+    print("\n0. true source levels, dB relative to the loudest source (median [min, max] over mixtures)")
+    for t in true_counts:
+        levels = np.array(source_levels[t])
+        print(f"  mixtures of {t}: " + ", ".join(f"#{k + 1}: {np.median(levels[:, k]):.1f} "
+                                                  f"[{levels[:, k].min():.1f}, {levels[:, k].max():.1f}]"
+                                                  for k in range(1, t)))
+
+    print("\n1. output levels, dB relative to the loudest output (sorted; median [min, max] over mixtures)")
+    for c in sorted(separators):
+        for t in true_counts:
+            levels = np.array([np.sort(output_levels_db(outputs[c][m.tobytes()]))[::-1] for n, m in mixtures if n == t])
+            ranks = ", ".join(f"#{k + 1}: {np.median(levels[:, k]):.1f} [{levels[:, k].min():.1f}, {levels[:, k].max():.1f}]"
+                              for k in range(1, c))
+            print(f"  model C={c}, mixtures of {t}: {ranks}")
+
+    print("\n2. counting accuracy of the procedure per threshold")
+    cached = {c: Cached(outputs[c]) for c in separators}
+    print("  threshold  overall  " + "  ".join(f"{t} spk" for t in true_counts))
+    for threshold in args.thresholds:
+        found = [(n, count_and_separate(cached, m, threshold)[0]) for n, m in mixtures]
+        per_count = [np.mean([f == n for n, f in found if n == t]) for t in true_counts]
+        print(f"  {threshold:9.1f}  {np.mean([f == n for n, f in found]):7.3f}  "
+              + "  ".join(f"{a:5.3f}" for a in per_count))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""src/evaluation.py and evaluate.py beyond tests/test_evaluate_separate.py: SDR/PESQ/STOI wiring
+against independent values, equal-length batching, the windowed path, unscorable utterances,
+count mismatches, and the CLI on a MindRecord split and in speaker-counting mode (two tiny
+random-weight checkpoints)."""
+import csv
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from src import evaluation
+from src.data.layout import find_splits, load_utterance
+from src.metrics import si_snr
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RATE = 8000
+
+
+def _independent_sdr(est, ref, taps=512):
+    """bss_eval_sources' SDR written out: the zero-padded estimate projected by least squares on
+    the `taps` delayed copies of ref (time,)."""
+    length = len(ref)
+    delayed = np.zeros((length + taps - 1, taps))
+    for delay in range(taps):
+        delayed[delay:delay + length, delay] = ref
+    padded = np.concatenate([np.asarray(est, np.float64), np.zeros(taps - 1)])
+    target = delayed @ np.linalg.lstsq(delayed, padded, rcond=None)[0]
+    return 10 * np.log10(np.sum(target ** 2) / np.sum((padded - target) ** 2))
+
+
+class Lookup:
+    """Separator returning `fn(utterance)` for the utterance whose mixture it is given; records
+    the input shapes."""
+
+    def __init__(self, utterances, fn):
+        self.by_mix = {np.asarray(u["mix"], np.float32).tobytes(): u for u in utterances}
+        self.fn, self.calls = fn, []
+
+    def __call__(self, batch):
+        self.calls.append(batch.shape)
+        return np.stack([self.fn(self.by_mix[m.tobytes()]) for m in batch]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def speech(mini_librimix):
+    """One real 2-speaker utterance of the bundled test split, its first 1.5 s."""
+    utt = find_splits(os.path.join(mini_librimix, "Libri2Mix"), split="test")["test"].utterances[0]
+    mix, src = load_utterance(utt, RATE)
+    src = src[:, :12000]
+    return {"key": utt.key, "mix": src.sum(0), "src": src, "length": 12000, "sample_rate": RATE}
+
+
+def test_sdr_pesq_stoi_wiring_against_independent_values(speech):
+    from pesq import pesq
+    from pystoi import stoi
+    rms = np.sqrt(np.mean(speech["src"] ** 2, axis=1, keepdims=True))
+    noise = 0.1 * rms * np.random.default_rng(3).standard_normal(speech["src"].shape).astype(np.float32)
+    estimate = speech["src"][::-1] + noise                     # swapped order, noisy
+    rows = evaluation.evaluate_utterances(Lookup([speech], lambda u: estimate), [speech], RATE,
+                                          with_pesq=True, with_stoi=True, progress=False)
+    (row,) = rows
+    ordered, ref, mix = estimate[::-1].astype(np.float64), speech["src"].astype(np.float64), speech["mix"]
+    assert row["perm"] == [1, 0]
+    assert row["sdr"] == pytest.approx(np.mean([_independent_sdr(e, r) for e, r in zip(ordered, ref)]), abs=1e-4)
+    sdr_mix = np.mean([_independent_sdr(mix, r) for r in ref])
+    assert row["sdri"] == pytest.approx(row["sdr"] - sdr_mix, abs=1e-3)
+    assert row["pesq"] == pytest.approx(np.mean([pesq(RATE, r, e, "nb") for e, r in zip(ordered, ref)]), abs=1e-4)
+    assert row["stoi"] == pytest.approx(np.mean([stoi(r, e, RATE) for e, r in zip(ordered, ref)]), abs=1e-6)
+    assert (row["key"], row["length"], row["seconds"], row["num_speakers"]) == (speech["key"], 12000, 1.5, 2)
+
+
+def _random_utterances(lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, n in enumerate(lengths):
+        src = rng.standard_normal((2, n)).astype(np.float32)
+        out.append({"key": f"u{i}", "mix": src.sum(0), "src": src, "length": n, "sample_rate": RATE})
+    return out
+
+
+def _noisy_sources(utt):
+    noise = np.random.default_rng(len(utt["mix"])).standard_normal(utt["src"].shape)
+    return utt["src"][::-1] + 0.3 * noise
+
+
+def test_batches_only_equal_lengths_and_keeps_the_order():
+    utterances = _random_utterances([1000, 1200, 1000, 1000, 1200, 1500, 1000])
+    one = evaluation.evaluate_utterances(Lookup(utterances, _noisy_sources), utterances, RATE, progress=False)
+    batched_fn = Lookup(utterances, _noisy_sources)
+    batched = evaluation.evaluate_utterances(batched_fn, iter(utterances), RATE, progress=False, batch_size=3)
+    assert [r["key"] for r in batched] == [u["key"] for u in utterances]
+    for a, b in zip(one, batched):
+        assert a["si_snri"] == pytest.approx(b["si_snri"], abs=1e-9) and a["sdri"] == pytest.approx(b["sdri"], abs=1e-9)
+    assert max(shape[0] for shape in batched_fn.calls) == 3 and len(batched_fn.calls) < len(utterances)
+    assert sum(shape[0] for shape in batched_fn.calls) == len(utterances)
+
+
+def test_long_utterances_go_through_windows():
+    """A pointwise separator is the same windowed or not, so the scores must agree exactly; the
+    separator must only ever see windows."""
+    utterances = _random_utterances([5000, 800])
+    pointwise = lambda batch: np.stack([np.stack([0.7 * m, 0.3 * m]) for m in batch])  # noqa: E731
+    calls = []
+
+    def recording(batch):
+        calls.append(batch.shape)
+        return pointwise(batch)
+    windowed = evaluation.evaluate_utterances(recording, utterances, RATE, window=1000, overlap=200, progress=False)
+    whole = evaluation.evaluate_utterances(pointwise, utterances, RATE, progress=False)
+    assert all(shape[1] <= 1000 for shape in calls) and (1, 800) in calls
+    for a, b in zip(windowed, whole):
+        assert a["si_snri"] == pytest.approx(b["si_snri"], abs=1e-4)
+    with pytest.raises(evaluation.EvaluationError):
+        evaluation.evaluate_utterances(pointwise, utterances, RATE, window=1000, progress=False)
+
+
+def test_unscorable_utterances_are_reported_not_averaged(tmp_path, capsys):
+    utterances = _random_utterances([1000, 1000, 300])   # the last is too short for SDR (512 taps)
+
+    def nan_for_u1(utt):
+        return np.full((2, len(utt["mix"])), np.nan) if utt["key"] == "u1" else _noisy_sources(utt)
+    rows = evaluation.evaluate_utterances(Lookup(utterances, nan_for_u1), utterances, RATE, progress=False)
+    assert "error" not in rows[0] and "NaN" in rows[1]["error"] and "512" in rows[2]["error"]
+    summary = evaluation.summarize(rows)
+    assert summary["count"] == 1 and summary["failed"] == 2 and summary["failed_keys"] == ["u1", "u2"]
+    assert summary["si_snri"] == pytest.approx(rows[0]["si_snri"])
+    evaluation.print_summary(summary)
+    printed = capsys.readouterr().out
+    assert f"Average SISNR improvement: {rows[0]['si_snri']:.2f}\n" in printed and "could not be scored: 2" in printed
+    csv_path, json_path = evaluation.write_report(rows, summary, str(tmp_path), {"checkpoint": "c.ckpt"})
+    with open(csv_path) as f:
+        written = list(csv.DictReader(f))
+    assert [bool(r["error"]) for r in written] == [False, True, True] and written[1]["si_snri"] == ""
+    report = json.load(open(json_path))
+    assert report["meta"]["checkpoint"] == "c.ckpt" and report["summary"]["failed"] == 2
+
+
+def test_score_with_count_handles_missing_and_extra_outputs():
+    utt = _random_utterances([4000])[0]
+    ref, mix = utt["src"], utt["mix"]
+    rng = np.random.default_rng(5)
+    est = ref[::-1] + 0.1 * rng.standard_normal(ref.shape)
+    # one output too many: the extra (noise) output is left out, the others are paired
+    extra = evaluation.score_with_count(np.concatenate([est, rng.standard_normal((1, 4000))]), ref, mix)
+    expected = np.mean([si_snr(est[1 - i], ref[i]) - si_snr(mix, ref[i]) for i in range(2)])
+    assert extra["assignment"] == [1, 0] and extra["extra"] == 1 and extra["missing"] == 0
+    assert extra["si_snri"] == pytest.approx(expected, abs=1e-6)
+    # one output too few: the unpaired source is scored with the mixture (0 dB improvement)
+    missing = evaluation.score_with_count(est[:1], ref, mix)
+    assert missing["assignment"] == [-1, 0] and missing["missing"] == 1
+    assert missing["si_snri"] == pytest.approx((si_snr(est[0], ref[1]) - si_snr(mix, ref[1])) / 2, abs=1e-6)
+
+    rows = [{"key": "a", "num_speakers": 2, "found": 2, "si_snri": 10.0, "sdri": 9.0},
+            {"key": "b", "num_speakers": 2, "found": 3, "si_snri": 4.0, "sdri": 3.0},
+            {"key": "c", "num_speakers": 3, "found": 3, "si_snri": 6.0, "sdri": 5.0}]
+    summary = evaluation.summarize_counting(rows)
+    assert summary["confusion"] == {"2": {"2": 1, "3": 1}, "3": {"3": 1}}
+    assert summary["accuracy"] == pytest.approx(2 / 3) and summary["si_snri_correct"] == pytest.approx(8.0)
+    assert summary["si_snri"] == pytest.approx(20 / 3) and summary["accuracy_per_count"] == {"2": 0.5, "3": 1.0}
+
+
+# --- the CLI with tiny random-weight checkpoints ---------------------------------------------
+
+def _tiny_checkpoint(folder, num_speakers):
+    import yaml
+    from mindspore import nn
+    from src.config import load_config
+    from src.models import build_model
+    from src.training.checkpoint import save_training_checkpoint
+    cfg = load_config(os.path.join(ROOT, "configs/demo.yaml"),
+                      ["model.N=16", "model.H=16", "model.R=1", f"model.C={num_speakers}", f"experiment_dir={folder}"])
+    net = build_model(cfg)
+    path = os.path.join(folder, "checkpoints", f"c{num_speakers}.ckpt")
+    save_training_checkpoint(path, nn.Adam(net.trainable_params()), {"config": yaml.safe_dump(cfg.to_dict())},
+                             network=net)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("exp")
+    return {c: _tiny_checkpoint(str(folder), c) for c in (2, 3)}
+
+
+def _run(*args):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), *args], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    return result
+
+
+def test_cli_on_a_mindrecord_split_with_batches(checkpoints, mini_librimix, tmp_path):
+    from src.data.mindrecord import write_split
+    utterances = find_splits(os.path.join(mini_librimix, "Libri2Mix"), split="test")["test"].utterances
+    write_split(utterances, str(tmp_path / "mr"), "test", 2, RATE)
+    # the folder holding test.json stands for the split; --batch-size groups equal lengths
+    result = _run("--model-path", checkpoints[2], "--data-dir", str(tmp_path / "mr"), "--batch-size", "4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out_dir = os.path.join(os.path.dirname(os.path.dirname(checkpoints[2])), "eval")   # <experiment>/eval
+    with open(os.path.join(out_dir, "per_utterance.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["key"] for r in rows) == sorted(u.key for u in utterances)
+    average = float(re.search(r"^Average SISNR improvement: (-?\d+\.\d\d)$", result.stdout, re.M).group(1))
+    assert average == pytest.approx(np.mean([float(r["si_snri"]) for r in rows]), abs=0.006)
+    meta = json.load(open(os.path.join(out_dir, "summary.json")))["meta"]
+    assert meta["checkpoint"] == checkpoints[2] and meta["config"]["model"]["C"] == 2 and meta["batch_size"] == 4
+    assert meta["data"] == [str(tmp_path / "mr")]
+
+
+def test_cli_counts_speakers_on_two_and_three_speaker_folders(checkpoints, mini_librimix, tmp_path):
+    data = []
+    for name, count in (("Libri2Mix", 2), ("Libri3Mix", 3)):      # two mixtures of each
+        folder = tmp_path / name
+        for utt in find_splits(os.path.join(mini_librimix, name), split="test")["test"].utterances[:2]:
+            for sub, path in zip(["mix_clean"] + [f"s{k + 1}" for k in range(count)], (utt.mix, *utt.sources)):
+                os.makedirs(folder / sub, exist_ok=True)
+                shutil.copy(path, folder / sub)
+        data.append(str(folder))
+    out = tmp_path / "out"
+    result = _run("--model-path", checkpoints[2], checkpoints[3], "--data-dir", *data, "--out-dir", str(out),
+                  "--threshold-db", "-12")
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(out / "per_utterance.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["num_speakers"]) for r in rows] == [2, 2, 3, 3] and [r["data"] for r in rows] == [data[0]] * 2 + [data[1]] * 2
+    for r in rows:
+        found = int(r["found"])
+        assert r["models_run"].startswith("3") and 1 <= found <= 3
+        assert int(r["missing"]) == max(0, int(r["num_speakers"]) - found)
+        assert int(r["extra"]) == max(0, found - int(r["num_speakers"]))
+    correct = [r for r in rows if int(r["found"]) == int(r["num_speakers"])]
+    accuracy = float(re.search(r"^Speaker counting accuracy: (\d\.\d+) \((\d)/4\)$", result.stdout, re.M).group(1))
+    assert accuracy == pytest.approx(len(correct) / 4, abs=1e-3)
+    average = float(re.search(r"^Average SISNR improvement: (-?\d+\.\d\d)$", result.stdout, re.M).group(1))
+    assert average == pytest.approx(np.mean([float(r["si_snri"]) for r in rows]), abs=0.006)
+    report = json.load(open(out / "summary.json"))
+    confusion = report["summary"]["confusion"]
+    assert sum(sum(row.values()) for row in confusion.values()) == 4 and set(confusion) == {"2", "3"}
+    assert report["meta"]["threshold_db"] == -12 and set(report["meta"]["config"]) == {"2", "3"}
+    if correct:
+        assert report["summary"]["si_snri_correct"] == pytest.approx(np.mean([float(r["si_snri"]) for r in correct]),
+                                                                     abs=1e-3)
+    else:
+        assert report["summary"]["si_snri_correct"] is None or math.isnan(report["summary"]["si_snri_correct"])
+
+
+def test_cli_refuses_two_checkpoints_for_one_count_and_config_with_several(checkpoints, tmp_path):
+    result = _run("--model-path", checkpoints[2], checkpoints[2], "--data-dir", str(tmp_path))
+    assert result.returncode == 2 and "both separate 2 speakers" in result.stderr
+    result = _run("--model-path", checkpoints[2], checkpoints[3], "--data-dir", str(tmp_path), "-c",
+                  os.path.join(ROOT, "configs/demo.yaml"))
+    assert result.returncode == 2 and "single checkpoint" in result.stderr
