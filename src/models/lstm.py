@@ -27,9 +27,12 @@ import threading
 import mindspore as ms
 from mindspore import nn, ops
 
+from src.config import ConfigError
 
-class FusedLSTMError(RuntimeError):
-    """The compiled LSTM recurrence cannot be built or used here."""
+
+class FusedLSTMError(ConfigError):
+    """The compiled LSTM recurrence cannot be built or used here (entry scripts print it as a
+    configuration error: the fix is `model.lstm=native`)."""
 
 
 _KERNEL_SOURCE = r"""
