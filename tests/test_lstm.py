@@ -133,13 +133,16 @@ def test_inference_kernel_matches_and_refuses_gradients():
         ms.value_and_grad(loss, 0, fused.trainable_params())(x)
 
 
-def test_missing_compiler_is_a_clear_error(monkeypatch):
+def test_missing_compiler_is_a_clear_error_or_native_with_auto(monkeypatch):
     monkeypatch.setattr(lstm_module, "_library_path", None)
     monkeypatch.setattr(lstm_module.shutil, "which", lambda name: None)
     with pytest.raises(FusedLSTMError, match="g\\+\\+.*model.lstm=native"):
         lstm_module.kernel_library()
     with pytest.raises(SWaveConfigError, match="lstm='cudnn'"):
         SWave(**SWAVE, lstm="cudnn")
+    with pytest.warns(UserWarning, match="model.lstm=auto: using nn.LSTM"):
+        net = SWave(**SWAVE, lstm="auto")     # e.g. evaluate.py on a machine without a compiler
+    assert not any(isinstance(cell, FusedBiLSTMs) for _, cell in net.cells_and_names())
 
 
 # ---------------------------------------------------------------- SWave

@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import warnings
 
 import mindspore as ms
 from mindspore import nn, ops
@@ -307,6 +308,17 @@ def kernel_library():
                 os.replace(built, target)  # atomic: parallel workers may build at the same time
         _library_path = target
         return target
+
+
+def fused_lstm_available():
+    """Whether the kernels can be built here (they are, on first call); `model.lstm: auto` uses
+    nn.LSTM otherwise, with a warning."""
+    try:
+        kernel_library()
+        return True
+    except FusedLSTMError as err:
+        warnings.warn(f"model.lstm=auto: using nn.LSTM, the fused LSTM is not available ({err})")
+        return False
 
 
 def _hidden_shape(x_shape, w_shape, *_):

@@ -18,7 +18,7 @@ import numpy as np
 from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import Constant, Uniform, XavierNormal, initializer
 
-from src.models.lstm import FusedBiLSTMs, fused_bilstms, static_shape
+from src.models.lstm import FusedBiLSTMs, fused_bilstms, fused_lstm_available, static_shape
 
 LSTM_IMPLEMENTATIONS = ("auto", "native", "fused")
 
@@ -276,7 +276,7 @@ class SWave(nn.Cell):
     on CPU with it, and went past 24 GB without). lstm: "native" (nn.LSTM), "fused" (CPU only: the
     same parameters, LSTM recurrence compiled from C++, src/models/lstm.py, in graphs of static
     shape; dynamic-length and exported graphs run nn.LSTM) or "auto" (fused when the device target
-    is CPU).
+    is CPU and the kernels can be built, see `fused_lstm_available`).
 
     `construct(mixture (batch, time))`, time >= L: in training (`set_train(True)`) the estimate
     after every layer, `(R, batch, C, time)`; otherwise the last one, `(batch, C, time)`.
@@ -289,7 +289,7 @@ class SWave(nn.Cell):
         if lstm not in LSTM_IMPLEMENTATIONS:
             raise SWaveConfigError(f"SWave: lstm={lstm!r} must be one of {', '.join(LSTM_IMPLEMENTATIONS)}")
         if lstm == "auto":
-            lstm = "fused" if ms.get_context("device_target") == "CPU" else "native"
+            lstm = "fused" if ms.get_context("device_target") == "CPU" and fused_lstm_available() else "native"
         self.N, self.L, self.H, self.R, self.C = N, L, H, R, C
         self.chunk_size = int(np.sqrt(2 * sample_rate * segment / (L / 2)))
         if self.chunk_size < 2:
