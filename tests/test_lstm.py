@@ -10,11 +10,24 @@ from mindspore import nn
 
 import src.models.lstm as lstm_module
 from src.losses import SeparationLoss
-from src.models.lstm import FusedBiLSTM, FusedBiLSTMs, FusedLSTMError, fused_bilstms
+from src.models.lstm import FusedBiLSTMs, FusedLSTMError, fused_bilstms
 from src.models.swave import SWave, SWaveConfigError
 
 N, H = 6, 5  # BiLSTM input and hidden size
 SWAVE = dict(N=16, L=4, H=8, R=2, C=2, sample_rate=8000, segment=0.05)  # chunk size K = 14
+
+
+class FusedBiLSTM(nn.LSTM):
+    """`nn.LSTM(input_size, hidden_size, bidirectional=True, batch_first=True)` computed by
+    FusedBiLSTMs, with nn.LSTM's parameters. `construct(x (S, T, N))` -> `(S, T, 2H)` (the output
+    only, without the final states)."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__(input_size, hidden_size, 1, has_bias=True, batch_first=True, bidirectional=True)
+        self.fused = FusedBiLSTMs(1)
+
+    def construct(self, x):
+        return fused_bilstms(self.fused, (self,), x)[0]
 
 
 @pytest.fixture(autouse=True)

@@ -426,16 +426,3 @@ def fused_bilstms(fused, lstms, x):
     """`lstms(x)` for bidirectional one-layer nn.LSTM cells (`batch_first=True`) that read the
     same `x (S, T, N)`, computed by `fused` (a FusedBiLSTMs for len(lstms)): tuple of `(S, T, 2H)`."""
     return fused(x, *stacked_weights(lstms))
-
-
-class FusedBiLSTM(nn.LSTM):
-    """`nn.LSTM(input_size, hidden_size, bidirectional=True, batch_first=True)` computed by
-    FusedBiLSTMs, with nn.LSTM's parameters. `construct(x (S, T, N))` -> `(S, T, 2H)` (the output
-    only, without the final states)."""
-
-    def __init__(self, input_size, hidden_size):
-        super().__init__(input_size, hidden_size, 1, has_bias=True, batch_first=True, bidirectional=True)
-        self.fused = FusedBiLSTMs(1)
-
-    def construct(self, x):
-        return fused_bilstms(self.fused, (self,), x)[0]

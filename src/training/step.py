@@ -63,7 +63,6 @@ class TrainStep:
     """
 
     def __init__(self, network, loss_fn, optimizer, clip_grad_norm=0.0, group_size=1, network_takes_lengths=False):
-        self.network = network
         self.optimizer = optimizer
         self.gradients = _Gradients(network, loss_fn, optimizer.parameters, group_size, network_takes_lengths)
         self.update = _Update(optimizer, float(clip_grad_norm or 0.0))
