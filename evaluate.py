@@ -133,7 +133,7 @@ def main(argv=None):
     if not args.data_dir:
         raise evaluation.EvaluationError("--data-dir is required for a separation model (the test mixtures and "
                                          "their sources)")
-    separators, configs = evaluation.load_separators(args.model_path, args.config, args.window_seconds)
+    separators, configs = evaluation.load_separators(args.model_path, args.config)
     counting = len(separators) > 1
     sample_rate = next(iter(configs.values())).sample_rate
     window, overlap = evaluation.window_samples(args.window_seconds, args.overlap_seconds, sample_rate)

@@ -195,7 +195,7 @@ def main(argv=None):
     if not files:
         print("error: no input to separate", file=sys.stderr)
         return 1
-    separators, configs = load_separators(args.model_path, args.config, args.window_seconds)
+    separators, configs = load_separators(args.model_path, args.config)
     sample_rate = next(iter(configs.values())).sample_rate
     min_samples = max(min_input_samples(cfg) for cfg in configs.values())
     enhancement = next(iter(configs.values())).get("task") == "enhancement"

@@ -3,12 +3,10 @@
     python bench/bench_inference.py [--config configs/swave_librimix.yaml] [--seconds 10]
         [--long-minutes 10] [--window-seconds 30] [--overlap-seconds 2] [key=value overrides ...]
 
-Each figure runs in its own process (peak RSS is per process): one-shot separation of
-`--seconds` of audio, timed after a warm-up call that compiles the graph, (1) in the graph for
-any length (evaluate.py's utterances shorter than a window) and (2) in a graph compiled for that
-length (what separate.py and evaluate.py run for every window: with `model.lstm` auto/fused the
-LSTMs are the fused CPU kernels); (3) `--long-minutes` of audio through `separate_long`
-(overlapping windows, speaker alignment, overlap-add; windows in the fixed-length graph), whose
+Each figure runs in its own process (peak RSS is per process): (1) one-shot separation of
+`--seconds` of audio, timed after a warm-up call (which compiles the graph for any length, as
+evaluate.py and separate.py do); (2) `--long-minutes` of audio through `separate_long`
+(overlapping windows of separate.py's default length, speaker alignment, overlap-add), whose
 memory is bounded by the window, not the length. Random weights and noise
 input: this measures cost, not quality. For reference, svoice's PyTorch code separates 10 s in
 2.25 s (RTF 0.225) on this kind of machine and holds the whole file in memory (~18 GB for 10 min).
@@ -23,7 +21,6 @@ import time
 
 import numpy as np
 
-KINDS = ("any", "fixed", "long")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
@@ -41,11 +38,10 @@ def measure(args):
     cfg = load_config(os.path.join(ROOT, args.config), args.overrides)
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device("CPU")
+    separator = NetworkSeparator(build_model(cfg))
     sr, C = int(cfg.sample_rate), int(cfg.model.C)
-    fixed = {"any": None, "fixed": int(args.seconds * sr), "long": int(args.window_seconds * sr)}[args.measure]
-    separator = NetworkSeparator(build_model(cfg), static_length=fixed)
     rng = np.random.default_rng(0)
-    if args.measure != "long":
+    if args.measure == "short":
         mixture = rng.standard_normal((1, int(args.seconds * sr))).astype(np.float32) * 0.1
         t0 = time.time()
         separator(mixture)                      # compile + run
@@ -74,14 +70,14 @@ def main():
     parser.add_argument("--long-minutes", type=float, default=10.0)
     parser.add_argument("--window-seconds", type=float, default=DEFAULT_WINDOW_SECONDS)
     parser.add_argument("--overlap-seconds", type=float, default=DEFAULT_OVERLAP_SECONDS)
-    parser.add_argument("--measure", choices=KINDS, help=argparse.SUPPRESS)
+    parser.add_argument("--measure", choices=["short", "long"], help=argparse.SUPPRESS)
     parser.add_argument("--tmp", default="/tmp", help="folder for the long input/output memmaps")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     if args.measure:
         return measure(args)
     print(f"config {args.config} {' '.join(args.overrides)}  load average {os.getloadavg()[0]:.1f}")
-    for kind in KINDS:
+    for kind in ("short", "long"):
         child = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--measure", kind],
                                capture_output=True, text=True)
         line = next((l for l in child.stdout.splitlines() if l.startswith("RESULT ")), None)
@@ -89,9 +85,8 @@ def main():
             print(f"{kind}: failed\n{child.stderr[-2000:]}")
             continue
         r = json.loads(line[len("RESULT "):])
-        if kind != "long":
-            graph = "graph for any length" if kind == "any" else "graph for that length"
-            print(f"{r['seconds']:g} s input, one shot, {graph}: {r['time_s']:.2f} s (RTF {r['rtf']:.3f}; first call with "
+        if kind == "short":
+            print(f"{r['seconds']:.0f} s input, one shot: {r['time_s']:.2f} s (RTF {r['rtf']:.3f}; first call with "
                   f"compile {r['first_call_s']:.1f} s), peak RSS {r['peak_rss_gb']:.2f} GB")
         else:
             print(f"{r['minutes']:g} min input, {args.window_seconds:g} s windows: {r['time_s']:.1f} s "

@@ -441,12 +441,10 @@ class MinLengthSeparator:
         return self.separate_fn(mixture)
 
 
-def load_separators(checkpoints, config_path=None, window_seconds=0.0):
+def load_separators(checkpoints, config_path=None):
     """Load separation models -> ({C: separate_fn}, {C: config}), MindSpore context set up
     from the first model's config (device, mode). The separators refuse inputs shorter than
-    the model's encoder window (model.L samples) with a SeparationError. Inputs of one window
-    (`window_seconds` at the model's rate, as `separate_long` cuts them) run in a graph compiled
-    for that length (see NetworkSeparator), anything else in one graph for any length.
+    the model's encoder window (model.L samples) with a SeparationError.
 
     checkpoints: paths (one model per speaker count). config_path: a yaml used instead of the
     config stored in the checkpoint; only with a single checkpoint (each checkpoint written by
@@ -485,9 +483,7 @@ def load_separators(checkpoints, config_path=None, window_seconds=0.0):
         if first is not None and cfg.sample_rate != configs[first].sample_rate:
             raise EvaluationError(f"{path}: works at {cfg.sample_rate} Hz but {paths[first]} at "
                                   f"{configs[first].sample_rate} Hz; speaker counting needs models at one sample rate")
-        window = int(round(window_seconds * cfg.sample_rate)) or None
-        separators[num_speakers] = MinLengthSeparator(NetworkSeparator(net, static_length=window),
-                                                      min_input_samples(cfg))
+        separators[num_speakers] = MinLengthSeparator(NetworkSeparator(net), min_input_samples(cfg))
         configs[num_speakers], paths[num_speakers] = cfg, path
     return separators, configs
 

@@ -279,29 +279,3 @@ def test_real_swave_windowed_against_one_shot(tiny_swave_separator):
     one_shot = separate_fn(mixture[None])[0]
     perm = best_permutation(windowed, one_shot)
     assert np.all(si_snr(windowed[perm], one_shot) > 15.0)
-
-
-def test_window_length_inputs_run_in_a_fixed_length_graph():
-    """NetworkSeparator(static_length=W): inputs of W samples use a graph compiled for W (the
-    fused LSTM where it can be built), others the any-length graph; the results agree."""
-    ms = pytest.importorskip("mindspore")
-    from src.inference.network import NetworkSeparator
-    from src.models.swave import SWave
-    previous_mode = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE)
-    try:
-        ms.set_seed(0)
-        window = 800
-        separator = NetworkSeparator(SWave(N=16, L=8, H=16, R=1, C=2, sample_rate=RATE, segment=0.5, lstm="auto"),
-                                     static_length=window)
-        mixture = np.random.default_rng(15).standard_normal((2, window + 37)).astype(np.float32) * 0.1
-        any_length = separator(mixture)
-        assert any_length.shape == (2, 2, window + 37)
-        in_any_length_graph = separator.any_length(ms.Tensor(mixture[:, :window])).asnumpy()
-        any_length_graph, separator.any_length = separator.any_length, None  # must not be called now
-        fixed = separator(mixture[:, :window])
-        np.testing.assert_allclose(fixed, in_any_length_graph, atol=1e-4)
-        separator.any_length = any_length_graph
-        np.testing.assert_allclose(separator(mixture), any_length, atol=1e-6)
-    finally:
-        ms.set_context(mode=previous_mode)

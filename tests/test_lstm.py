@@ -228,9 +228,11 @@ def test_swave_fused_graph_gradients_repeat_and_match_native():
 
 
 def test_swave_fused_inference_and_export(tmp_path):
-    """In inference, a graph compiled for one length runs the fused kernel and matches nn.LSTM;
-    exported graphs (dynamic length, and fixed length) hold standard ops only and match too."""
+    """In inference, graphs compiled for one length and for any length (as evaluate.py and
+    separate.py compile it) run the fused kernel and match nn.LSTM; exported graphs (dynamic
+    length, and fixed length) hold standard ops only and match too."""
     from src.export import export_network
+    from src.inference.network import NetworkSeparator
 
     fused, native = swave_pair()
     fused.set_train(False)
@@ -242,6 +244,8 @@ def test_swave_fused_inference_and_export(tmp_path):
     try:
         static = fused(mixtures[1]).asnumpy()
         assert any(isinstance(cell, FusedBiLSTMs) for _, cell in fused.cells_and_names())
+        any_length = NetworkSeparator(fused)
+        dynamic = [any_length(mixture.asnumpy()) for mixture in mixtures]
         dynamic_path = export_network(fused, path, "MINDIR")
         fixed_path = export_network(fused, path + "_333", "MINDIR", length=333)
         exported = nn.GraphCell(ms.load(dynamic_path))
@@ -251,6 +255,8 @@ def test_swave_fused_inference_and_export(tmp_path):
         ms.set_context(mode=ms.PYNATIVE_MODE)
     assert_close(static, expected[1], 1e-5, "fused inference, T=333")
     assert_close(fixed, expected[1], 1e-5, "fixed-length export, T=333")
+    for out, ref in zip(dynamic, expected):
+        assert_close(out, ref, 1e-5, f"fused inference for any length, T={ref.shape[-1]}")
     for mixture, out, ref in zip(mixtures, outputs, expected):
         assert out.shape == (1, SWAVE["C"], mixture.shape[1])
         assert_close(out, ref, 1e-5, f"T={mixture.shape[1]}")

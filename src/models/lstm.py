@@ -226,6 +226,12 @@ extern "C" int LstmInferForward(int nparam, void **params, int *ndims, int64_t *
   return forward(nparam, params, ndims, shapes, dtypes, false);
 }
 
+// MindSpore's shape inference for LstmInferForward (lets graphs with a dynamic length use it):
+// x (S, T, N), w (D, 4H, N+H) -> h (S, T, D, H); -1 stays -1 (a dimension known only at run time)
+extern "C" std::vector<int64_t> LstmInferForwardInferShape(int *ndims, int64_t **shapes, void *extra) {
+  return std::vector<int64_t>{shapes[0][0], shapes[0][1], shapes[1][0], shapes[1][1] < 0 ? -1 : shapes[1][1] / 4};
+}
+
 // dh (S, T, D, H), x (S, T, N), h (S, T, D, H), gates (S, T, D, 4H), w (D, 4H, N+H)
 //   -> dx (S, T, N), d_w (D, 4H, N+H), d_bias (D, 4H)
 extern "C" int LstmBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
@@ -329,6 +335,10 @@ def _hidden_shape(x_shape, w_shape, *_):
     return (x_shape[0], x_shape[1], w_shape[0], w_shape[1] // 4 if w_shape[1] > 0 else -1)
 
 
+_INFERENCE_REG_INFO = (ops.CustomRegOp().input(0, "x").input(1, "weights").input(2, "bias").output(0, "h")
+                       .dtype_format(*[ops.DataType.F32_Default] * 4).target("CPU").get_op_info())
+
+
 def _no_gradient_in_inference(x, weights, bias, out, dout):
     raise ValueError("LSTMRecurrence: the inference kernel keeps no state for gradients; "
                      "call set_train(True) on the network before differentiating it")
@@ -373,8 +383,11 @@ class LSTMRecurrence(nn.Cell):
                                  f"{ms.get_context('device_target')}); use model.lstm=native")
         library = kernel_library()
         self.training_recurrence = _TrainingRecurrence(library)
-        self.inference = ops.Custom(f"{library}:LstmInferForward", func_type="aot", out_shape=_hidden_shape,
-                                    out_dtype=lambda *_: ms.float32, bprop=_no_gradient_in_inference)
+        # out_shape=None: shapes come from the library's LstmInferForwardInferShape, which (with
+        # reg_info) MindSpore 2.10 also calls for dimensions known only at run time
+        self.inference = ops.Custom(f"{library}:LstmInferForward", func_type="aot", out_shape=None,
+                                    out_dtype=lambda *_: ms.float32, bprop=_no_gradient_in_inference,
+                                    reg_info=_INFERENCE_REG_INFO)
 
     def construct(self, x, weights, bias):
         if self.training:

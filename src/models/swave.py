@@ -68,9 +68,9 @@ class MulCatBlock(nn.Cell):
     """Two BiLSTMs over the same input, each projected back to N, multiplied, concatenated with
     the input and projected 2N -> N: `(sequences, steps, N)` -> `(sequences, steps, N)`.
 
-    lstm="fused": with static shapes (training, or inference compiled for one input length), both
-    BiLSTMs are computed by one FusedBiLSTMs (src/models/lstm.py) from the same nn.LSTM
-    parameters; graphs with a dynamic length and exported graphs (`SWave.for_export`) use nn.LSTM.
+    lstm="fused": both BiLSTMs are computed by one FusedBiLSTMs (src/models/lstm.py) from the same
+    nn.LSTM parameters, in inference at any shape and in training graphs of static shape (all of
+    them: the trainer's batches have one shape). Exported graphs (`SWave.for_export`) use nn.LSTM.
     """
 
     def __init__(self, input_size, hidden_size, lstm="native"):
@@ -83,7 +83,7 @@ class MulCatBlock(nn.Cell):
         self.fused = FusedBiLSTMs(2) if lstm == "fused" else None
 
     def construct(self, x):
-        if self.fused is not None and static_shape(x):
+        if self.fused is not None and (not self.training or static_shape(x)):
             rnn_output, gate_output = fused_bilstms(self.fused, (self.rnn, self.gate_rnn), x)
         else:
             rnn_output, _ = self.rnn(x)
@@ -274,8 +274,8 @@ class SWave(nn.Cell):
     K = int(sqrt(2 * sample_rate * segment / (L/2))). recompute: recompute the MulCat blocks in
     the backward pass (GRAPH_MODE; less memory: the paper config at batch 2 x 4 s peaked at 15.3 GB
     on CPU with it, and went past 24 GB without). lstm: "native" (nn.LSTM), "fused" (CPU only: the
-    same parameters, LSTM recurrence compiled from C++, src/models/lstm.py, in graphs of static
-    shape; dynamic-length and exported graphs run nn.LSTM) or "auto" (fused when the device target
+    same parameters, LSTM recurrence compiled from C++, src/models/lstm.py; exported graphs run
+    nn.LSTM) or "auto" (fused when the device target
     is CPU and the kernels can be built, see `fused_lstm_available`).
 
     `construct(mixture (batch, time))`, time >= L: in training (`set_train(True)`) the estimate
