@@ -10,8 +10,7 @@ Measurements, each in its own subprocess (so each peak RSS is its own), GRAPH_MO
 - mulcat: the two BiLSTMs of a MulCat block over the same input (fused: one FusedBiLSTMs);
 - train: one SWave training step (paper config N=128 L=8 H=128 R=6 C=2, batch 2 x 4 s at 8 kHz:
   multi-scale PIT SI-SNR loss, Adam, global-norm clipping at 5; src.training.step.TrainStep);
-- infer: SWave in eval mode on one 10 s mixture (static shape). Measured once: SWave runs
-  nn.LSTM in inference with either setting.
+- infer: SWave in eval mode on one 10 s mixture (static shape).
 Every line shows the load average before the run: the machine is shared, so compare native and
 fused from the same call and repeat when the load changed. The full paper-config training step
 takes minutes and ~10-15 GB: use --R 1 or 2 while iterating, and --max-rss-gb to stay safe.
@@ -241,7 +240,7 @@ def main(argv=None):
           f"threads={args.threads or 'default'} recompute={args.recompute}", flush=True)
     results = {}
     for task in args.only:
-        for implementation in (("native",) if task == "infer" else args.lstm):
+        for implementation in args.lstm:
             load = os.getloadavg()[0]
             r = _run_worker(argv, task, implementation)
             r["load_before"] = load

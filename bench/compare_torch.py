@@ -95,7 +95,7 @@ def _mindspore(args, task):
         median, times, first = _timed(run, args.warmup, args.steps)
         return {"median_s": median, "times_s": times, "first_s": first, "losses": losses}
     net.set_train(False)
-    if args.dynamic:  # as evaluate.py and separate.py compile it: any length (nn.LSTM, see SWave)
+    if args.dynamic:  # as evaluate.py and separate.py compile it: any length
         net.set_inputs(ms.Tensor(shape=[None, None], dtype=ms.float32))
     mix = ms.Tensor(_data(args, args.infer_seconds, 1, 1)[0])
     median, times, first = _timed(lambda: net(mix).asnumpy(), 1, args.infer_runs)
