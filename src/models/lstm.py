@@ -373,7 +373,8 @@ class LSTMRecurrence(nn.Cell):
 
     `construct(x (S, T, N), weights (D, 4H, N+H), bias (D, 4H))` -> `h (S, T, D, H)`, where
     `weights[d]` = [w_ih | w_hh] of direction d and `bias` = bias_ih + bias_hh, gates in PyTorch's
-    order i, f, g, o. Differentiable in training mode (`set_train(True)`); float32 only.
+    order i, f, g, o. Differentiable in training mode (`set_train(True)`, static shapes only);
+    in inference any dimension may be dynamic. float32 only.
     """
 
     def __init__(self):

@@ -275,8 +275,8 @@ class SWave(nn.Cell):
     the backward pass (GRAPH_MODE; less memory: the paper config at batch 2 x 4 s peaked at 15.3 GB
     on CPU with it, and went past 24 GB without). lstm: "native" (nn.LSTM), "fused" (CPU only: the
     same parameters, LSTM recurrence compiled from C++, src/models/lstm.py; exported graphs run
-    nn.LSTM) or "auto" (fused when the device target
-    is CPU and the kernels can be built, see `fused_lstm_available`).
+    nn.LSTM) or "auto" (fused when the device target is CPU and the kernels can be built, see
+    `fused_lstm_available`).
 
     `construct(mixture (batch, time))`, time >= L: in training (`set_train(True)`) the estimate
     after every layer, `(R, batch, C, time)`; otherwise the last one, `(batch, C, time)`.
