@@ -14,7 +14,6 @@ input: this measures cost, not quality. For reference, svoice's PyTorch code sep
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench.harness import peak_rss_gb  # noqa: E402
 from src.evaluation import DEFAULT_OVERLAP_SECONDS, DEFAULT_WINDOW_SECONDS  # noqa: E402  (separate.py's)
 
 
@@ -59,7 +59,7 @@ def measure(args):
         separate_long(separator, mixture, C, int(args.window_seconds * sr), int(args.overlap_seconds * sr), out=out)
         elapsed = time.time() - t0
         result = {"minutes": args.long_minutes, "time_s": elapsed, "rtf": elapsed / (samples / sr)}
-    result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    result["peak_rss_gb"] = peak_rss_gb()
     print("RESULT " + json.dumps(result))
 
 

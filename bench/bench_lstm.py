@@ -11,43 +11,27 @@ Measurements, each in its own subprocess (so each peak RSS is its own), GRAPH_MO
 - train: one SWave training step (paper config N=128 L=8 H=128 R=6 C=2, batch 2 x 4 s at 8 kHz:
   multi-scale PIT SI-SNR loss, Adam, global-norm clipping at 5; src.training.step.TrainStep);
 - infer: SWave in eval mode on one 10 s mixture (static shape).
-Every line shows the load average before the run: the machine is shared, so compare native and
-fused from the same call and repeat when the load changed. The full paper-config training step
-takes minutes and ~10-15 GB: use --R 1 or 2 while iterating, and --max-rss-gb to stay safe.
+Every line shows how many cores other processes kept busy just before the run ("busy"): the
+machine is shared, so compare native and fused from the same call and repeat when that changed.
+The full paper-config training step takes minutes and ~10-15 GB: use --R 1 or 2 while iterating,
+and --max-rss-gb to stay safe.
 """
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench.harness import add_swave_arguments, busy_cores, peak_rss_gb, start_rss_guard  # noqa: E402
+
 IMPLEMENTATIONS = ("native", "fused")
 TASKS = ("bilstm", "mulcat", "train", "infer")
 LR, CLIP = 5e-4, 5.0
-
-
-def _peak_rss_gb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB -> GiB
-
-
-def _start_rss_guard(limit_gb):
-    """Exit (code 3) as soon as this process holds more than `limit_gb` (the machine is shared)."""
-    def watch():
-        while True:
-            with open("/proc/self/statm", encoding="ascii") as f:
-                rss_gb = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 30
-            if rss_gb > limit_gb:
-                print(f"RSS {rss_gb:.1f} GB passed --max-rss-gb {limit_gb}: stopped", file=sys.stderr, flush=True)
-                os._exit(3)
-            time.sleep(0.2)
-    threading.Thread(target=watch, daemon=True).start()
 
 
 def _cpu_seconds():
@@ -166,7 +150,7 @@ def _infer_worker(args, implementation):
 def _worker(args):
     import mindspore as ms
     task, implementation = args.worker.split(":")
-    _start_rss_guard(args.max_rss_gb)
+    start_rss_guard(args.max_rss_gb)
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device("CPU")
     if args.threads:
@@ -177,7 +161,7 @@ def _worker(args):
         result = _train_worker(args, implementation)
     else:
         result = _infer_worker(args, implementation)
-    result["peak_rss_gb"] = _peak_rss_gb()
+    result["peak_rss_gb"] = peak_rss_gb()
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -215,14 +199,7 @@ def main(argv=None):
     parser.add_argument("--sequences", type=int, default=128, help="bilstm/mulcat: sequences (batch)")
     parser.add_argument("--steps", type=int, default=126, help="bilstm/mulcat: time steps")
     parser.add_argument("--runs", type=int, default=3, help="timed runs after the first call")
-    parser.add_argument("--N", type=int, default=128)
-    parser.add_argument("--L", type=int, default=8)
-    parser.add_argument("--H", type=int, default=128)
-    parser.add_argument("--R", type=int, default=6)
-    parser.add_argument("--C", type=int, default=2)
-    parser.add_argument("--sample-rate", type=int, default=8000)
-    parser.add_argument("--segment", type=float, default=4.0, help="training segment (s); sets K")
-    parser.add_argument("--batch", type=int, default=2)
+    add_swave_arguments(parser)
     parser.add_argument("--train-steps", type=int, default=2, help="timed training steps after the first")
     parser.add_argument("--recompute", action="store_true", help="SWave recompute=True")
     parser.add_argument("--infer-seconds", type=float, default=10.0)
@@ -241,12 +218,11 @@ def main(argv=None):
     results = {}
     for task in args.only:
         for implementation in args.lstm:
-            load = os.getloadavg()[0]
+            busy = busy_cores()
             r = _run_worker(argv, task, implementation)
-            r["load_before"] = load
+            r["busy_before"] = busy
             results[f"{task}:{implementation}"] = r
-            print(f"{task:7} {implementation:7} load {load:4.1f}  {_describe(task, r)}", flush=True)
-    print(f"load average at the end: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
+            print(f"{task:7} {implementation:7} busy {busy:3.1f}  {_describe(task, r)}", flush=True)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"args": {k: v for k, v in vars(args).items() if k != "worker"}, "results": results}, f, indent=2)

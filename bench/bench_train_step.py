@@ -9,10 +9,8 @@ Random input: this measures cost, not learning.
 """
 import argparse
 import os
-import resource
 import statistics
 import sys
-import threading
 import time
 
 import numpy as np
@@ -22,33 +20,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mindspore as ms  # noqa: E402
 from mindspore import nn  # noqa: E402
 
+from bench.harness import current_rss_gb, peak_rss_gb, start_rss_guard  # noqa: E402
 from src.config import load_config  # noqa: E402
 from src.losses import SeparationLoss  # noqa: E402
 from src.models import build_model  # noqa: E402
-
-
-def current_rss_gb():
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 2 ** 20
-    return 0.0
-
-
-def peak_rss_gb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # ru_maxrss is in KiB
-
-
-def start_rss_guard(limit_gb):
-    """Exit (code 3) as soon as this process holds more than `limit_gb` (the machine is shared)."""
-    def watch():
-        while True:
-            rss = current_rss_gb()
-            if rss > limit_gb:
-                print(f"RSS {rss:.1f} GB exceeds --max-rss-gb {limit_gb}: stopping", flush=True)
-                os._exit(3)
-            time.sleep(0.2)
-    threading.Thread(target=watch, daemon=True).start()
 
 
 class TrainStep(nn.Cell):

@@ -16,7 +16,6 @@ With --lstm native (nn.LSTM), the paper config trains within 24 GB only with --r
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from bench.harness import add_swave_arguments, busy_cores, peak_rss_gb, start_rss_guard  # noqa: E402
 
 LR, CLIP = 5e-4, 5.0
 FRAMEWORKS = ("mindspore", "pytorch")
@@ -37,25 +38,6 @@ def _data(args, seconds, batch, seed):
     samples = int(seconds * args.sample_rate)
     src = (0.1 * rng.standard_normal((batch, args.C, samples))).astype(np.float32)
     return src.sum(axis=1), src, np.full((batch,), samples, np.int32)
-
-
-def _peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _start_rss_guard(limit_gb):
-    """Stop this worker (exit 3) when its RSS passes `limit_gb`, before the machine runs out."""
-    import threading
-
-    def watch():
-        while True:
-            with open("/proc/self/statm") as f:
-                rss_gb = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 30
-            if rss_gb > limit_gb:
-                print(f"RSS {rss_gb:.1f} GB passed --max-rss-gb {limit_gb}: stopped", file=sys.stderr, flush=True)
-                os._exit(3)
-            time.sleep(0.2)
-    threading.Thread(target=watch, daemon=True).start()
 
 
 def _timed(fn, warmup, runs):
@@ -138,23 +120,10 @@ def _pytorch(args, task):
 
 def _worker(args):
     framework, task = args.worker.split(":")
-    _start_rss_guard(args.max_rss_gb)
+    start_rss_guard(args.max_rss_gb)
     result = (_mindspore if framework == "mindspore" else _pytorch)(args, task)
-    result["peak_rss_mb"] = _peak_rss_mb()
+    result["peak_rss_mb"] = peak_rss_gb() * 1024
     print("RESULT " + json.dumps(result), flush=True)
-
-
-def _busy_cores(seconds=2.0):
-    """Cores kept busy by other processes over the next `seconds` (/proc/stat; the 1-minute load
-    average would still count the worker that just finished)."""
-    def sample():
-        with open("/proc/stat", encoding="ascii") as f:
-            values = [int(v) for v in f.readline().split()[1:]]
-        return sum(values), values[3] + values[4]  # all, idle + iowait
-    total0, idle0 = sample()
-    time.sleep(seconds)
-    total1, idle1 = sample()
-    return (1 - (idle1 - idle0) / max(total1 - total0, 1)) * os.cpu_count()
 
 
 def _run_worker(argv, framework, task):
@@ -171,14 +140,7 @@ def _run_worker(argv, framework, task):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--N", type=int, default=128)
-    parser.add_argument("--L", type=int, default=8)
-    parser.add_argument("--H", type=int, default=128)
-    parser.add_argument("--R", type=int, default=6)
-    parser.add_argument("--C", type=int, default=2)
-    parser.add_argument("--sample-rate", type=int, default=8000)
-    parser.add_argument("--segment", type=float, default=4.0, help="training segment (s); sets K")
-    parser.add_argument("--batch", type=int, default=2)
+    add_swave_arguments(parser)
     parser.add_argument("--steps", type=int, default=3, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=1, help="untimed training steps first")
     parser.add_argument("--infer-seconds", type=float, default=10.0)
@@ -206,11 +168,11 @@ def main(argv=None):
     results = {}
     for framework in ([args.only] if args.only else FRAMEWORKS):
         for task in TASKS:
-            load = _busy_cores()
-            print(f"running {framework} {task} (other processes busy on {load:.1f} cores) ...", file=sys.stderr,
+            busy = busy_cores()
+            print(f"running {framework} {task} (other processes busy on {busy:.1f} cores) ...", file=sys.stderr,
                   flush=True)
             results[f"{framework}:{task}"] = _run_worker(argv, framework, task)
-            results[f"{framework}:{task}"]["load_before"] = load
+            results[f"{framework}:{task}"]["busy_before"] = busy
     _report(args, results)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
@@ -235,8 +197,8 @@ def _report(args, results):
     for key, r in results.items():
         extra = f", losses {', '.join(f'{v:.3f}' for v in r['losses'])}" if "losses" in r else ""
         print(f"  {key}: first call {r['first_s']:.2f} s, timed {', '.join(f'{t:.3f}' for t in r['times_s'])}"
-              f"{extra}; busy cores before {r['load_before']:.1f}")
-    if max(r["load_before"] for r in results.values()) > 0.5:
+              f"{extra}; busy cores before {r['busy_before']:.1f}")
+    if max(r["busy_before"] for r in results.values()) > 0.5:
         print(f"warning: the machine was busy (other processes used more than half a core of {os.cpu_count()}): "
               "the times are not comparable; PyTorch's OpenMP threads suffer most from a busy machine")
 
