@@ -53,6 +53,14 @@ def native_copy(lstm):
     return twin
 
 
+def bilstm_pair(seed, training):
+    """A FusedBiLSTM(N, H) in training (or inference) mode and an nn.LSTM with its parameters."""
+    ms.set_seed(seed)
+    fused = FusedBiLSTM(N, H)
+    fused.set_train(training)
+    return fused, native_copy(fused)
+
+
 def random(shape, seed, scale=1.0):
     return ms.Tensor((scale * np.random.default_rng(seed).standard_normal(shape)).astype(np.float32))
 
@@ -78,10 +86,7 @@ def gradients(loss_cell, params, x):
 
 
 def test_fused_bilstm_matches_nn_lstm():
-    ms.set_seed(0)
-    fused = FusedBiLSTM(N, H)
-    fused.set_train(True)
-    native = native_copy(fused)
+    fused, native = bilstm_pair(0, training=True)
     x = random((3, 7, N), 1)
     assert_close(fused(x).asnumpy(), native(x)[0].asnumpy(), 1e-5, "output")
     weights = (random((3, 7, 2 * H), 2),)
@@ -124,10 +129,7 @@ def test_two_lstms_in_one_recurrence_match_separate_lstms():
 
 
 def test_saturated_gates_stay_finite_and_exact():
-    ms.set_seed(7)
-    fused = FusedBiLSTM(N, H)
-    fused.set_train(True)
-    native = native_copy(fused)
+    fused, native = bilstm_pair(7, training=True)
     x = random((2, 6, N), 8, scale=60.0)  # pre-activations far in the flat parts of sigmoid and tanh
     out = fused(x).asnumpy()
     assert np.isfinite(out).all()
@@ -135,10 +137,7 @@ def test_saturated_gates_stay_finite_and_exact():
 
 
 def test_inference_kernel_matches_and_refuses_gradients():
-    ms.set_seed(9)
-    fused = FusedBiLSTM(N, H)
-    fused.set_train(False)
-    native = native_copy(fused)
+    fused, native = bilstm_pair(9, training=False)
     x = random((3, 9, N), 10)
     assert_close(fused(x).asnumpy(), native(x)[0].asnumpy(), 1e-5, "output")
     loss = WeightedSum(lambda v: (fused(v),), (random((3, 9, 2 * H), 11),))
