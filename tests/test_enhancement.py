@@ -11,9 +11,8 @@ import soundfile as sf
 from mindspore import nn
 
 from src.config import ConfigError, load_config
-from src.data.enhancement import (NoisyMixer, Pair, collate, example_arrays, list_audio_files,
-                                  loop_noise, scale_to_snr)
-from src.data.layout import DataError
+from src.data.enhancement import NoisyMixer, Pair, collate, example_arrays, loop_noise, scale_to_snr
+from src.data.layout import DataError, list_audio_files
 from src.features import (StftConfig, ideal_ratio_mask, istft, magnitude_ratio_mask, mask_target,
                           stft)
 from src.losses.mask_loss import MagnitudeMSELoss, MaskMSELoss

@@ -1,11 +1,14 @@
-"""Developer tool (run once, not at run time): build assets/mini_librispeech from LibriSpeech.
+"""Developer tool (run once, not at run time): build 8 kHz LibriSpeech assets for the repository.
 
-Reads a folder of LibriSpeech FLAC utterances (`<speaker>/<utt>.flac`, 16 kHz), resamples to
-8 kHz with soxr, trims leading silence, keeps at most `--max-seconds` from the start (with a
-10 ms fade-out at the cut) and writes 16-bit FLAC to `<out>/<speaker>/<utt>.flac`, plus
-LibriSpeech's LICENSE.TXT, the SPEAKERS.TXT lines of the speakers used, and a README.
+Reads a folder of LibriSpeech FLAC utterances (`SPEAKER-CHAPTER-UTT.flac`, at any depth, 16 kHz),
+resamples to 8 kHz with soxr, trims leading silence, keeps at most `--max-seconds` from the start
+(0: all; a 10 ms fade-out at a cut) and writes `<out>/<speaker>/<utt>.flac` (16-bit FLAC) or
+`.ogg` (`--ogg`: Ogg Vorbis, about a third of the size), plus LibriSpeech's LICENSE.TXT, the
+SPEAKERS.TXT lines of the speakers used, and a README.
 
     python tools/build_mini_librimix_assets.py --librispeech DIR [--out assets/mini_librispeech]
+    python tools/build_mini_librimix_assets.py --librispeech ../shared/data/librispeech-train-clean-100 \
+        --out assets/librispeech_train_8k --max-seconds 0 --ogg
 """
 import argparse
 import glob
@@ -24,31 +27,33 @@ SILENCE_DB = -40.0    # frames this far below the loudest frame count as silence
 LEAD_IN = 800         # keep 100 ms before the first loud frame
 FADE = 80             # 10 ms fade-out where an utterance is cut
 
-README = """# mini LibriSpeech (8 kHz excerpts for the bundled demo set)
+README = """# LibriSpeech {subset}, 8 kHz ({num_files} utterances of {num_speakers} speakers)
 
 Source: **LibriSpeech ASR corpus (c) 2014 Vassil Panayotov, CC BY 4.0**
 (<http://www.openslr.org/12>, licence in `LICENSE.TXT`, speakers in `SPEAKERS.TXT`).
 
-{num_files} utterances of the LibriSpeech `test-other` subset, {per_speaker} from each of the
-speakers {speakers}.
+{num_files} utterances ({seconds:.0f} s) of the LibriSpeech `{subset}` subset, from the speakers
+{speakers}.
 
 What was changed (by `tools/build_mini_librimix_assets.py`):
 - resampled from 16 kHz to 8 kHz with soxr (high quality);
 - leading silence trimmed (audio from 100 ms before the first 20 ms frame within 40 dB of the
-  loudest frame), then cut to at most {max_seconds:g} s from the start, with a 10 ms fade-out at the cut;
-- stored as 16-bit mono FLAC, `<speaker>/<utterance id>.flac` (LibriSpeech's utterance ids).
+  loudest frame){cut};
+- stored as {codec}, `<speaker>/<utterance id>.{ext}` (LibriSpeech's utterance ids).
 
-`src/data/mini_librimix.py` mixes these files into the small two- and three-speaker
-LibriMix-style set used by the demo and the tests.
+`src/data/corpus.py` says which speakers each split (train / dev / test) uses and mixes these
+files into LibriMix-layout sets; see the README there and in the repository root.
 """
 
 
 def trim(signal, max_samples):
-    """Drop leading silence, keep at most `max_samples`, fade out if cut. `(time,)` -> `(time',)`."""
+    """Drop leading silence, keep at most `max_samples` (None: all), fade out if cut. `(time,)` -> `(time',)`."""
     frames = len(signal) // FRAME
     energy = (signal[:frames * FRAME].reshape(frames, FRAME) ** 2).mean(axis=1) + 1e-12
     level = 10 * np.log10(energy / energy.max())
     start = max(int(np.argmax(level > SILENCE_DB)) * FRAME - LEAD_IN, 0)
+    if max_samples is None:
+        return signal[start:].copy()
     out = signal[start:start + max_samples].copy()
     if len(signal) - start > max_samples:
         out[-FADE:] *= np.linspace(1.0, 0.0, FADE, dtype=np.float32)
@@ -59,22 +64,24 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--librispeech", required=True, help="folder with <speaker>/<utt>.flac, SPEAKERS.TXT, LICENSE.TXT")
     parser.add_argument("--out", default="assets/mini_librispeech")
-    parser.add_argument("--max-seconds", type=float, default=4.0)
+    parser.add_argument("--max-seconds", type=float, default=4.0, help="0: keep whole utterances")
+    parser.add_argument("--ogg", action="store_true", help="Ogg Vorbis instead of 16-bit FLAC")
     args = parser.parse_args()
 
-    files = sorted(glob.glob(os.path.join(args.librispeech, "*", "*.flac")))
+    files = sorted(glob.glob(os.path.join(args.librispeech, "**", "*.flac"), recursive=True))
     if not files:
-        sys.exit(f"no <speaker>/*.flac files in {args.librispeech}")
+        sys.exit(f"no .flac files in {args.librispeech}")
     if os.path.isdir(args.out):
         shutil.rmtree(args.out)
-    max_samples = int(round(args.max_seconds * TARGET_RATE))
-    speakers = sorted({os.path.basename(os.path.dirname(f)) for f in files}, key=int)
+    max_samples = int(round(args.max_seconds * TARGET_RATE)) or None
+    ext, subtype = ("ogg", "VORBIS") if args.ogg else ("flac", "PCM_16")
+    speakers = sorted({os.path.basename(f).split("-")[0] for f in files}, key=int)
     total = 0
     for path in files:
         signal, rate = read_audio(path)
         signal = trim(resample(signal, rate, TARGET_RATE), max_samples)
-        speaker = os.path.basename(os.path.dirname(path))
-        write_audio(os.path.join(args.out, speaker, os.path.basename(path)), signal, TARGET_RATE, subtype="PCM_16")
+        utt = os.path.basename(path)[:-len(".flac")]
+        write_audio(os.path.join(args.out, utt.split("-")[0], f"{utt}.{ext}"), signal, TARGET_RATE, subtype=subtype)
         total += len(signal)
 
     shutil.copy(os.path.join(args.librispeech, "LICENSE.TXT"), os.path.join(args.out, "LICENSE.TXT"))
@@ -83,9 +90,14 @@ def main():
     kept = [ln for ln in lines if ln.startswith(";") or ln.split("|")[0].strip() in speakers]
     with open(os.path.join(args.out, "SPEAKERS.TXT"), "w", encoding="utf-8") as f:
         f.writelines(kept)
+    subsets = sorted({ln.split("|")[2].strip() for ln in kept if not ln.startswith(";")})
+    cut = f", then cut to at most {args.max_seconds:g} s from the start, with a 10 ms fade-out at the cut" \
+        if max_samples else ""
+    codec = "Ogg Vorbis (libsndfile's default quality)" if args.ogg else "16-bit mono FLAC"
     with open(os.path.join(args.out, "README.md"), "w", encoding="utf-8") as f:
-        f.write(README.format(num_files=len(files), per_speaker=len(files) // len(speakers),
-                              speakers=", ".join(speakers), max_seconds=args.max_seconds))
+        f.write(README.format(subset=", ".join(subsets), num_files=len(files), num_speakers=len(speakers),
+                              seconds=total / TARGET_RATE, speakers=", ".join(speakers), cut=cut,
+                              codec=codec, ext=ext))
     print(f"wrote {len(files)} files, {total / TARGET_RATE:.1f} s of audio, to {args.out}")
 
 

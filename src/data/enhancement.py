@@ -2,7 +2,7 @@
 
 Clean speech comes from a folder (searched recursively) or a list file; noise from a folder
 searched recursively (e.g. MUSAN's `musan/noise/{free-sound,sound-bible}/*.wav`, or
-`musan/music`) or a list file. Audio files are `.wav` / `.flac`.
+`musan/music`) or a list file (`layout.list_audio_files`).
 
 Training item `index` of epoch `epoch`: the clean utterance, randomly cropped to at most
 `segment_samples`; a random noise file at a random offset, looped when shorter than the
@@ -22,49 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from src.audio import header_problems, read_audio
+from src.audio import read_audio
 from src.data.dataset import epoch_rows
-from src.data.layout import AUDIO_EXTENSIONS, DataError
+from src.data.layout import DataError, check_audio_files
 from src.features import features, mask_target, stft
 
 TRAIN_SALT, PAIR_SALT = 0, 1
-
-
-def list_audio_files(source, what):
-    """Sorted audio files of `source`: a folder (searched recursively for .wav/.flac) or a list
-    file (one path per line; relative paths are relative to the list file; blank lines and lines
-    starting with '#' are skipped). `what` names the role in errors ("clean speech", "noise").
-    Raises DataError when the source is missing or lists no audio."""
-    if not source:
-        raise DataError(f"no {what} given (a folder or a list file)")
-    source = str(source)
-    if os.path.isdir(source):
-        files = sorted(
-            os.path.join(folder, name)
-            for folder, _, names in os.walk(source, followlinks=True)
-            for name in names if os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS)
-        if not files:
-            raise DataError(f"{source}: {what} folder has no audio files "
-                            f"({'/'.join(AUDIO_EXTENSIONS)}, searched recursively)")
-        return files
-    if os.path.isfile(source):
-        base = os.path.dirname(os.path.abspath(source))
-        with open(source, encoding="utf-8") as f:
-            lines = [line.strip() for line in f]
-        files = [os.path.join(base, line) for line in lines if line and not line.startswith("#")]
-        if not files:
-            raise DataError(f"{source}: {what} list file lists no files")
-        return files
-    raise DataError(f"{source}: {what} folder or list file not found")
-
-
-def check_audio_files(files, sample_rate, resample=False, downmix=False):
-    """Header check of every file -> list of problems (empty when all are usable): unreadable,
-    empty, multi-channel (unless downmix), other sample rate (unless resample)."""
-    problems = []
-    for path in files:
-        problems += header_problems(path, sample_rate, resample, downmix)[0]
-    return problems
 
 
 def loop_noise(noise, offset, length):

@@ -18,7 +18,7 @@ import numpy as np
 
 from src.audio import AudioError, header_problems, read_audio
 
-AUDIO_EXTENSIONS = (".wav", ".flac")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 LIBRIMIX_SPLITS = {"train": ("train-360", "train-100", "train"), "valid": ("dev",), "test": ("test",)}
 SVOICE_SPLITS = {"train": ("tr",), "valid": ("cv",), "test": ("tt",)}
 MIX_TYPES = ("mix_clean", "mix_both", "mix_single")
@@ -222,3 +222,40 @@ def load_utterance(utt, sample_rate, resample=False, downmix=False):
     if problems:
         raise DataError(problems)
     return signals[0], np.stack(signals[1:])
+
+
+def list_audio_files(source, what):
+    """Sorted audio files of `source`: a folder (searched recursively for .wav/.flac/.ogg) or a list
+    file (one path per line; relative paths are relative to the list file; blank lines and lines
+    starting with '#' are skipped). `what` names the role in errors ("clean speech", "noise").
+    Raises DataError when the source is missing or lists no audio."""
+    if not source:
+        raise DataError(f"no {what} given (a folder or a list file)")
+    source = str(source)
+    if os.path.isdir(source):
+        files = sorted(
+            os.path.join(folder, name)
+            for folder, _, names in os.walk(source, followlinks=True)
+            for name in names if os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS)
+        if not files:
+            raise DataError(f"{source}: {what} folder has no audio files "
+                            f"({'/'.join(AUDIO_EXTENSIONS)}, searched recursively)")
+        return files
+    if os.path.isfile(source):
+        base = os.path.dirname(os.path.abspath(source))
+        with open(source, encoding="utf-8") as f:
+            lines = [line.strip() for line in f]
+        files = [os.path.join(base, line) for line in lines if line and not line.startswith("#")]
+        if not files:
+            raise DataError(f"{source}: {what} list file lists no files")
+        return files
+    raise DataError(f"{source}: {what} folder or list file not found")
+
+
+def check_audio_files(files, sample_rate, resample=False, downmix=False):
+    """Header check of every file -> list of problems (empty when all are usable): unreadable,
+    empty, multi-channel (unless downmix), other sample rate (unless resample)."""
+    problems = []
+    for path in files:
+        problems += header_problems(path, sample_rate, resample, downmix)[0]
+    return problems

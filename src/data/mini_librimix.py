@@ -2,10 +2,10 @@
 
 Layout as LibriMix (8 kHz, "min" mode):
 `out_dir/Libri{2,3}Mix/{train,dev,test}/{mix_clean,s1,s2[,s3]}/<uttA>_<uttB>[_<uttC>].wav`.
-Speakers are disjoint across splits. Every source is normalised to the same RMS, given a random
-gain of +-GAIN_DB dB and cropped to the shortest source; the mixture is the float32 sum of the
-sources as written (float32 WAV, so `mix == s1 + s2 (+ s3)` exactly). If any signal would exceed
-PEAK, all of them are scaled together. Same output on every run (fixed seed, numpy RNG).
+Speakers are disjoint across splits. Sources are cropped to the shortest and scaled by
+`mixing.scale_sources` with random gains of +-GAIN_DB dB; the mixture is the float32 sum of the
+sources as written (float32 WAV, so `mix == s1 + s2 (+ s3)` exactly). Same output on every run
+(fixed seed, numpy RNG).
 
     python -m src.data.mini_librimix build/mini_librimix
 """
@@ -16,6 +16,7 @@ import shutil
 import numpy as np
 
 from src.audio import read_audio, write_audio
+from src.data.mixing import scale_sources
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_ASSETS = os.path.join(REPO_ROOT, "assets", "mini_librispeech")
@@ -26,9 +27,7 @@ SPEAKERS = {"train": ("367", "533", "1688", "2033"),
             "test": ("2609", "3005", "3331")}
 NUM_MIXTURES = {2: {"train": 120, "dev": 20, "test": 20},
                 3: {"train": 60, "dev": 12, "test": 12}}
-SOURCE_RMS = 0.05     # about -26 dBFS before the random gain
 GAIN_DB = 3.0
-PEAK = 0.9
 
 
 def _choose_mixtures(utterances, count, num_speakers, rng):
@@ -53,53 +52,59 @@ def _choose_mixtures(utterances, count, num_speakers, rng):
 
 
 def _mix(signals, rng):
-    """Scaled, cropped sources `(speakers, time)` and their float32 sum `(time,)`."""
+    """Sources cropped to the shortest, at random gains of +-GAIN_DB dB (`mixing.scale_sources`)
+    -> (sources `(speakers, time)`, mixture `(time,)`)."""
     length = min(len(s) for s in signals)
-    gains = 10 ** (rng.uniform(-GAIN_DB, GAIN_DB, size=len(signals)) / 20)
-    sources = np.stack([s[:length] * (g * SOURCE_RMS / (np.sqrt(np.mean(s[:length] ** 2)) + 1e-8))
-                        for s, g in zip(signals, gains)])
-    peak = max(np.abs(sources.sum(axis=0)).max(), np.abs(sources).max())
-    if peak > PEAK:
-        sources *= PEAK / peak
-    sources = sources.astype(np.float32)
-    mix = sources[0].copy()
-    for source in sources[1:]:
-        mix += source
-    return sources, mix
+    return scale_sources([s[:length] for s in signals], rng.uniform(-GAIN_DB, GAIN_DB, size=len(signals)))
 
 
-def build_mini_librimix(out_dir, assets_dir=DEFAULT_ASSETS):
-    """Write Libri2Mix and Libri3Mix (train/dev/test) into out_dir, replacing old ones -> summary dict
-    {"out_dir", "sample_rate", "Libri2Mix": {split: count}, "Libri3Mix": {...}, "seconds": total mixture seconds}."""
+def read_speakers(assets_dir, speakers, sample_rate=SAMPLE_RATE):
+    """{utterance id: float32 `(time,)`} of every audio file in `assets_dir/<speaker>/` for `speakers`."""
     audio = {}
-    for speakers in SPEAKERS.values():
-        for speaker in speakers:
-            folder = os.path.join(assets_dir, speaker)
-            if not os.path.isdir(folder):
-                raise FileNotFoundError(f"{folder}: missing (the mini LibriSpeech assets are incomplete)")
-            for name in sorted(os.listdir(folder)):
-                if name.endswith(".flac"):
-                    audio[name[:-len(".flac")]] = read_audio(os.path.join(folder, name), SAMPLE_RATE)[0]
-    summary = {"out_dir": out_dir, "sample_rate": SAMPLE_RATE}
-    total = 0
-    for num_speakers, counts in NUM_MIXTURES.items():
+    for speaker in speakers:
+        folder = os.path.join(assets_dir, speaker)
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"{folder}: missing (the bundled LibriSpeech assets are incomplete)")
+        for name in sorted(os.listdir(folder)):
+            stem, ext = os.path.splitext(name)
+            if ext in (".flac", ".ogg"):
+                audio[stem] = read_audio(os.path.join(folder, name), sample_rate)[0]
+    return audio
+
+
+def write_mixture_sets(out_dir, audio, speakers_by_split, counts, seed=SEED):
+    """Write `out_dir/Libri{C}Mix/<split>/{mix_clean,s1..sC}/` for every C of `counts`, replacing old ones.
+
+    audio: {utterance id: signal}; an id's speaker is its text before the first "-".
+    speakers_by_split: {split: speaker ids}; counts: {C: {split: number of mixtures}}.
+    -> summary {"Libri{C}Mix": {split: count}, "seconds": total mixture seconds}."""
+    summary, total = {}, 0
+    for num_speakers, split_counts in counts.items():
         dataset = f"Libri{num_speakers}Mix"
         shutil.rmtree(os.path.join(out_dir, dataset), ignore_errors=True)
         summary[dataset] = {}
-        for split_index, (split, speakers) in enumerate(SPEAKERS.items()):
-            rng = np.random.default_rng([SEED, num_speakers, split_index])
+        for split_index, (split, speakers) in enumerate(speakers_by_split.items()):
+            rng = np.random.default_rng([seed, num_speakers, split_index])
             utterances = {s: sorted(u for u in audio if u.split("-")[0] == s) for s in speakers}
             folder = os.path.join(out_dir, dataset, split)
-            for group in _choose_mixtures(utterances, counts[split], num_speakers, rng):
+            for group in _choose_mixtures(utterances, split_counts[split], num_speakers, rng):
                 sources, mix = _mix([audio[u] for u in group], rng)
                 name = "_".join(group) + ".wav"
                 write_audio(os.path.join(folder, "mix_clean", name), mix, SAMPLE_RATE, subtype="FLOAT")
                 for k, source in enumerate(sources):
                     write_audio(os.path.join(folder, f"s{k + 1}", name), source, SAMPLE_RATE, subtype="FLOAT")
                 total += len(mix)
-            summary[dataset][split] = counts[split]
+            summary[dataset][split] = split_counts[split]
     summary["seconds"] = total / SAMPLE_RATE
     return summary
+
+
+def build_mini_librimix(out_dir, assets_dir=DEFAULT_ASSETS):
+    """Write Libri2Mix and Libri3Mix (train/dev/test) into out_dir, replacing old ones -> summary dict
+    {"out_dir", "sample_rate", "Libri2Mix": {split: count}, "Libri3Mix": {...}, "seconds": total mixture seconds}."""
+    audio = read_speakers(assets_dir, [s for speakers in SPEAKERS.values() for s in speakers])
+    return {"out_dir": out_dir, "sample_rate": SAMPLE_RATE,
+            **write_mixture_sets(out_dir, audio, SPEAKERS, NUM_MIXTURES)}
 
 
 def main():

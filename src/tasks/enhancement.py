@@ -11,8 +11,8 @@ import mindspore as ms
 import numpy as np
 
 from src.config import ConfigError
-from src.data.enhancement import NoisyMixer, list_audio_files, train_batches
-from src.data.layout import DataError
+from src.data.enhancement import NoisyMixer, train_batches
+from src.data.layout import DataError, list_audio_files
 from src.features import StftConfig, features, istft, stft
 from src.losses.mask_loss import build_mask_loss
 from src.metrics import MetricError, pesq_score, si_snr, stoi_score

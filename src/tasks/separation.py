@@ -2,6 +2,7 @@
 import numpy as np
 
 from src.data.dataset import create_train_dataset, iterate_utterances
+from src.data.mixing import SpeechMixer, load_speakers
 from src.inference.network import NetworkSeparator
 from src.losses import SeparationLoss
 from src.metrics import score_utterance
@@ -28,9 +29,18 @@ class SeparationTask:
         return SeparationLoss()
 
     def train_batches(self, cfg, epoch, num_shards=1, shard_id=0):
-        """Numpy batches `(mix (B,T), src (B,C,T), lengths (B,))` of this worker for `epoch`."""
+        """Numpy batches `(mix (B,T), src (B,C,T), lengths (B,))` of this worker for `epoch`: mixed on
+        the fly from `data.train_speech` (`data.steps_per_epoch` batches) when it is set, otherwise
+        from the MindRecord split `data.train`."""
+        segment = int(round(cfg.segment * cfg.sample_rate))
+        if cfg.data.get("train_speech"):
+            speech = str(cfg.data.train_speech)
+            mixer = SpeechMixer(load_speakers(speech, cfg.sample_rate), cfg.model.C, segment,
+                                cfg.data.get("dm_gain_db", 2.5), cfg.seed, where=speech)
+            return mixer.epoch_batches(epoch, int(cfg.data.get("steps_per_epoch", 1000)), cfg.train.batch_size,
+                                       num_shards, shard_id)
         dataset = create_train_dataset(
-            cfg.data.train, segment_samples=int(round(cfg.segment * cfg.sample_rate)),
+            cfg.data.train, segment_samples=segment,
             batch_size=cfg.train.batch_size // num_shards, seed=cfg.seed, epoch=epoch,
             num_speakers=cfg.model.C, num_shards=num_shards, shard_id=shard_id,
             dynamic_mixing=cfg.data.get("dynamic_mixing", False), dm_gain_db=cfg.data.get("dm_gain_db", 2.5),

@@ -83,8 +83,37 @@ class TrainStep:
         return loss, finite
 
 
+def _adam_update(lr, beta1, beta2, eps, correction1, correction2, param, moment1, moment2, grad):
+    moment1 = ops.assign(moment1, beta1 * moment1 + (1.0 - beta1) * grad)
+    moment2 = ops.assign(moment2, beta2 * moment2 + (1.0 - beta2) * grad * grad)
+    denominator = ops.sqrt(moment2 / correction2) + eps
+    return ops.assign_sub(param, (lr / correction1) * moment1 / denominator)
+
+
+class Adam(nn.Optimizer):
+    """Adam exactly as `torch.optim.Adam` (svoice's optimizer): eps is added to the bias-corrected
+    sqrt(v). (MindSpore's nn.Adam adds it before the correction, which moves parameters with small
+    gradients differently: 13 % of the movement after 10 steps of a small SWave.) Weight decay is
+    added to the gradient, as in PyTorch. State: `moment1.*`, `moment2.*`, `adam_step`."""
+
+    def __init__(self, params, learning_rate, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+        super().__init__(learning_rate, params, weight_decay)
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.moment1 = self._parameters.clone(prefix="moment1", init="zeros")
+        self.moment2 = self._parameters.clone(prefix="moment2", init="zeros")
+        self.adam_step = Parameter(ms.Tensor(0.0, ms.float32), name="adam_step", requires_grad=False)
+
+    def construct(self, gradients):
+        gradients = self.decay_weight(gradients)
+        step = ops.assign_add(self.adam_step, ops.ones((), ms.float32))
+        correction1 = 1.0 - ops.pow(ms.Tensor(self.beta1, ms.float32), step)
+        correction2 = 1.0 - ops.pow(ms.Tensor(self.beta2, ms.float32), step)
+        update = ops.partial(_adam_update, self.get_lr(), self.beta1, self.beta2, self.eps, correction1, correction2)
+        return self.hyper_map(update, self._parameters, self.moment1, self.moment2, gradients)
+
+
 def build_optimizer(network, train_cfg):
-    """Adam over the trainable parameters; the lr is a Parameter the trainer sets each epoch."""
-    return nn.Adam(network.trainable_params(), learning_rate=ms.Parameter(
+    """Adam (PyTorch's) over the trainable parameters; the lr is a Parameter the trainer sets each epoch."""
+    return Adam(network.trainable_params(), learning_rate=ms.Parameter(
         ms.Tensor(float(train_cfg.lr), ms.float32), name="learning_rate"),
         weight_decay=float(train_cfg.get("weight_decay", 0.0)))

@@ -1,0 +1,63 @@
+"""The bundled speaker corpus of the shipped models: which speakers train, choose and test them,
+and the fixed dev / test mixtures (LibriMix layout, 8 kHz).
+
+- train: `assets/librispeech_train_8k/train/` (115 LibriSpeech train-clean-100 speakers, one
+  utterance each), mixed on the fly by the trainer (`data.train_speech`, `mixing.SpeechMixer`).
+- dev: `assets/librispeech_train_8k/dev/` (16 other train-clean-100 speakers, 8 F / 8 M, drawn
+  with seed 2020); each utterance is cut into pieces of about DEV_PIECE_SECONDS, which are mixed. For
+  model selection and the speaker-counting threshold.
+- test: `assets/mini_librispeech/` (the 10 LibriSpeech test-other speakers, 10 utterances each).
+  For the reported figures.
+
+    python -m src.data.corpus [build/corpus]   ->  build/corpus/Libri{2,3}Mix/{dev,test}/...
+"""
+import argparse
+import os
+
+import numpy as np
+
+from src.data.mini_librimix import DEFAULT_ASSETS, REPO_ROOT, SAMPLE_RATE, read_speakers, write_mixture_sets
+
+TRAIN_ASSETS = os.path.join(REPO_ROOT, "assets", "librispeech_train_8k")
+TRAIN_SPEECH = os.path.join(TRAIN_ASSETS, "train")
+DEV_SPEECH = os.path.join(TRAIN_ASSETS, "dev")
+TEST_SPEECH = DEFAULT_ASSETS
+DEV_PIECE_SECONDS = 4.0
+NUM_MIXTURES = {2: {"dev": 48, "test": 100}, 3: {"dev": 48, "test": 100}}
+SEED = 2021
+
+
+def _speakers(folder):
+    return sorted((d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))), key=int)
+
+
+def _pieces(audio, seconds):
+    """Cut every utterance into the nearest number (at least 1) of equal pieces of about `seconds`
+    -> {"<id>-<k>": signal}."""
+    pieces = {}
+    for utt, signal in audio.items():
+        count = max(1, round(len(signal) / (seconds * SAMPLE_RATE)))
+        for k, piece in enumerate(np.array_split(signal, count)):
+            pieces[f"{utt}-{k}"] = piece
+    return pieces
+
+
+def build_corpus(out_dir):
+    """Write the dev and test mixtures into out_dir -> summary (see write_mixture_sets)."""
+    dev_speakers, test_speakers = _speakers(DEV_SPEECH), _speakers(TEST_SPEECH)
+    audio = _pieces(read_speakers(DEV_SPEECH, dev_speakers), DEV_PIECE_SECONDS)
+    audio.update(read_speakers(TEST_SPEECH, test_speakers))
+    return write_mixture_sets(out_dir, audio, {"dev": dev_speakers, "test": test_speakers}, NUM_MIXTURES, SEED)
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Build the dev/test mixtures of the bundled speaker corpus.")
+    parser.add_argument("out_dir", nargs="?", default=os.path.join("build", "corpus"))
+    args = parser.parse_args()
+    summary = build_corpus(args.out_dir)
+    print(f"corpus mixtures in {args.out_dir}: Libri2Mix {summary['Libri2Mix']}, Libri3Mix {summary['Libri3Mix']}, "
+          f"{summary['seconds'] / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()

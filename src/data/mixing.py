@@ -1,0 +1,107 @@
+"""Mixtures from single-speaker recordings: the level rule shared by every mixture this toolkit
+makes, and training batches mixed on the fly.
+
+Level rule (`scale_sources`): every source is normalised to SOURCE_RMS (about -26 dBFS), given its
+gain in dB, and if the mixture or a source would peak above PEAK all are scaled down together.
+
+On-the-fly training batches (`SpeechMixer`): step `step` of epoch `epoch` is a global batch whose
+item i takes C utterances of C different speakers, a random crop of `segment_samples` of each
+(shorter utterances are zero-padded; the item's length is the shortest source), gains uniform in
++-gain_db dB, and sums them. Every choice comes from `default_rng([seed, epoch, step])`; worker k
+of n takes items k::n of the global batch, so batches are the same for any worker count and a
+resumed run replays an uninterrupted one.
+
+Speaker of a file: the first field of a LibriSpeech-style name (`103-1240-0000.flac` -> 103),
+otherwise the name of the folder holding the file.
+"""
+import functools
+import os
+import re
+
+import numpy as np
+
+from src.audio import read_audio
+from src.data.layout import DataError, check_audio_files, list_audio_files
+
+SOURCE_RMS = 0.05     # about -26 dBFS before the gain
+PEAK = 0.9
+_LIBRISPEECH_NAME = re.compile(r"^(\d+)-\d+-\d+$")
+
+
+def scale_sources(signals, gains_db):
+    """Sources `(C, T)` at SOURCE_RMS times their gain `(C,)` dB, peak-limited together
+    -> (sources float32 `(C, T)`, mixture float32 `(T,)` = their float32 sum)."""
+    signals = np.asarray(signals, np.float64)
+    rms = np.sqrt(np.mean(signals ** 2, axis=1, keepdims=True)) + 1e-8
+    sources = signals * (10.0 ** (np.asarray(gains_db, np.float64)[:, None] / 20.0) * SOURCE_RMS / rms)
+    peak = max(np.abs(sources.sum(axis=0)).max(), np.abs(sources).max())
+    if peak > PEAK:
+        sources *= PEAK / peak
+    sources = sources.astype(np.float32)
+    mix = sources[0].copy()
+    for source in sources[1:]:
+        mix += source
+    return sources, mix
+
+
+def speaker_of(path):
+    """Speaker id of an audio file (see the module docstring)."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    match = _LIBRISPEECH_NAME.match(stem)
+    return match.group(1) if match else os.path.basename(os.path.dirname(os.path.abspath(path)))
+
+
+@functools.lru_cache(maxsize=2)
+def load_speakers(source, sample_rate, resample=False):
+    """Every utterance of `source` (folder or list file, `list_audio_files`) grouped by speaker
+    -> tuple of (speaker, tuple of float32 `(time,)` signals), sorted by speaker id.
+    Cached: the trainer asks again every epoch. Raises DataError naming every unusable file."""
+    files = list_audio_files(source, "single-speaker speech")
+    problems = check_audio_files(files, sample_rate, resample)
+    if problems:
+        raise DataError(problems, context=source)
+    by_speaker = {}
+    for path in files:
+        by_speaker.setdefault(speaker_of(path), []).append(read_audio(path, sample_rate, resample)[0])
+    return tuple((speaker, tuple(signals)) for speaker, signals in sorted(by_speaker.items()))
+
+
+class SpeechMixer:
+    """Training batches mixed on the fly from single-speaker utterances (module docstring).
+
+    speakers: `load_speakers(...)` output; needs at least `num_speakers` speakers."""
+
+    def __init__(self, speakers, num_speakers, segment_samples, gain_db, seed, where="speech"):
+        if len(speakers) < num_speakers:
+            raise DataError(f"{where}: {len(speakers)} speakers, fewer than the {num_speakers} "
+                            "a mixture needs (model.C)")
+        self.speakers, self.num_speakers = speakers, num_speakers
+        self.segment, self.gain_db, self.seed = segment_samples, gain_db, seed
+
+    def _item(self, rng):
+        """One mixture -> (mix `(T,)`, sources `(C, T)`, length)."""
+        crops, length = [], self.segment
+        for speaker in rng.choice(len(self.speakers), size=self.num_speakers, replace=False):
+            utterances = self.speakers[speaker][1]
+            signal = utterances[rng.integers(len(utterances))]
+            start = int(rng.integers(0, max(len(signal) - self.segment, 0) + 1))
+            crop = signal[start:start + self.segment]
+            length = min(length, len(crop))
+            crops.append(np.concatenate([crop, np.zeros(self.segment - len(crop), np.float32)]))
+        crops = np.stack(crops)
+        crops[:, length:] = 0.0
+        sources, mix = scale_sources(crops, rng.uniform(-self.gain_db, self.gain_db, size=self.num_speakers))
+        return mix, sources, length
+
+    def batch(self, epoch, step, batch_size, num_shards=1, shard_id=0):
+        """Worker `shard_id`'s part of global batch `step` of `epoch` -> numpy
+        `(mix (B, T) float32, src (B, C, T) float32, lengths (B,) int32)`, B = batch_size / num_shards."""
+        rng = np.random.default_rng([self.seed, epoch, step])
+        items = [self._item(rng) for _ in range(batch_size)][shard_id::num_shards]
+        mix, src, lengths = zip(*items)
+        return np.stack(mix), np.stack(src), np.asarray(lengths, np.int32)
+
+    def epoch_batches(self, epoch, steps, batch_size, num_shards=1, shard_id=0):
+        """The `steps` batches of `epoch` for worker `shard_id` (see `batch`)."""
+        for step in range(steps):
+            yield self.batch(epoch, step, batch_size, num_shards, shard_id)
