@@ -7,8 +7,9 @@ accept the `{'class', 'args', 'kwargs', 'state'}` part alone (a `best.th`-style 
 
 Reading: `read_torch_file` parses torch.save's zip format (data.pkl + data/<key> storages) and
 the pre-1.6 legacy format with a restricted unpickler. Only an allow-list of globals resolves:
-tensor rebuilders (turned into numpy arrays), storage types, OrderedDict, a few builtin
-containers, and `collections.defaultdict` with a builtin type as its factory. Classes from svoice / omegaconf /
+tensor rebuilders (turned into read-only numpy views of the file's storages, never with more
+elements than their storage), storage types, OrderedDict, a few builtin containers, and
+`collections.defaultdict` with a builtin type as its factory. Classes from svoice / omegaconf /
 pathlib and `typing.Any` (the model class reference and the hydra config) become inert
 placeholders that store their pickled state and run nothing; `plain_config` reads a pickled
 omegaconf 1.x / 2.x DictConfig back as plain dicts. Anything else (os.system, builtins.eval,
@@ -21,6 +22,7 @@ parameter is filled and that shapes agree.
 import _compat_pickle
 import collections
 import json
+import math
 import os
 import pickle
 import re
@@ -90,21 +92,25 @@ class _StorageRef:
 
 
 def _rebuild_tensor(storage, offset, size, stride, *_ignored):
-    """torch._utils._rebuild_tensor(_v2) -> numpy array (a copy)."""
+    """torch._utils._rebuild_tensor(_v2) -> read-only numpy view of the storage (allocates
+    nothing). A tensor may not have more elements than its storage: stride 0 would otherwise
+    let a few bytes claim gigabytes for whoever copies it."""
     if storage.data is None:      # first pass over a legacy file: data not read yet
         return None
     size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
     if len(size) != len(stride) or offset < 0 or any(s < 0 for s in size + stride):
         raise pickle.UnpicklingError(f"malformed tensor (size {size}, stride {stride}, offset {offset})")
-    last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if all(size) else offset - 1
-    if last >= storage.data.size:
-        raise pickle.UnpicklingError(f"tensor reaches past its storage ({storage.data.size} elements)")
     data = storage.data
-    item = data.itemsize
-    view = np.lib.stride_tricks.as_strided(data[offset:] if data.size > offset else data[:0],
-                                           shape=size, strides=[s * item for s in stride],
+    numel = math.prod(size)
+    if numel > data.size:
+        raise pickle.UnpicklingError(f"a tensor of size {size} ({numel} elements) on a storage of "
+                                     f"{data.size} elements")
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if numel else offset - 1
+    if last >= data.size:
+        raise pickle.UnpicklingError(f"tensor reaches past its storage ({data.size} elements)")
+    return np.lib.stride_tricks.as_strided(data[offset:] if data.size > offset else data[:0],
+                                           shape=size, strides=[s * data.itemsize for s in stride],
                                            writeable=False)
-    return np.array(view)
 
 
 def _rebuild_parameter(data, *_ignored):
@@ -214,6 +220,9 @@ def _read_zip(path, archive):
             member = f"{root}/data/{key}"
             if member not in names:
                 raise ImportCheckpointError(f"{path}: storage {key} is missing from the archive")
+            if archive.getinfo(member).compress_type != zipfile.ZIP_STORED:   # no zip bombs
+                raise ImportCheckpointError(f"{path}: storage {key} is compressed (torch.save "
+                                            "stores storages uncompressed)")
             ref = _StorageRef(dtype)
             ref.data = _to_array(archive.read(member), dtype)
             if ref.data.size != numel:
@@ -265,9 +274,9 @@ def _read_legacy(path, f):
             raise ImportCheckpointError(f"{path}: storage {key} is listed but never used")
         count = int(np.frombuffer(f.read(8), "<i8")[0])
         itemsize = 2 if ref.dtype == "bfloat16" else np.dtype(ref.dtype).itemsize
-        raw = f.read(count * itemsize)
-        if len(raw) != count * itemsize:
+        if not 0 <= count * itemsize <= os.fstat(f.fileno()).st_size - f.tell():
             raise ImportCheckpointError(f"{path}: truncated (storage {key})")
+        raw = f.read(count * itemsize)
         ref.data = _to_array(raw, ref.dtype)
     header()
     return _RestrictedUnpickler(f, lambda pid: storages[pid[2]]).load()   # pass 2: with data

@@ -3,11 +3,12 @@
 tests/data/svoice/svoice_oc{1,2}.th were written by tools/make_svoice_fixtures.py with svoice's
 own model code and Solver format, and its hydra config pickled by omegaconf 1.4.1 / 2.4.0;
 the .npz beside each holds a mixture and svoice's eval output for the last and best states.
-Also: pickles that would call code through defaultdict.
+Also: pickles that would call code through defaultdict, and tensors larger than their storage.
 """
 import collections
 import os
 import pickletools
+import tracemalloc
 import zipfile
 
 import numpy as np
@@ -109,6 +110,34 @@ def test_defaultdict_only_with_a_builtin_factory(tmp_path):
         plain.write_bytes(_defaultdict_pickle(factory))
         with pytest.raises(ImportCheckpointError, match=f"refusing .*{refused}"):
             read_torch_file(str(plain))
+
+
+def _tensor_pickle(size, stride):
+    """{'w': tensor} as torch.save pickles it: _rebuild_tensor_v2 over float storage '0' (1 element)."""
+    def ints(values):
+        return b"(" + b"".join(b"J" + int(v).to_bytes(4, "little") for v in values) + b"t"
+    return (b"\x80\x02}X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\n("
+            b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x01tQ"
+            b"K\x00" + ints(size) + ints(stride) + b"\x89ccollections\nOrderedDict\n)RtRs.")
+
+
+def test_tensor_larger_than_its_storage_is_refused_before_allocating(tmp_path):
+    ok = read_torch_file(_torch_zip(tmp_path / "ok.th", _tensor_pickle((1, 1), (1, 1)),
+                                    storage=np.float32([1.5]).tobytes()))
+    np.testing.assert_array_equal(ok["w"], [[1.5]])
+    bomb = _torch_zip(tmp_path / "stride0.th", _tensor_pickle((100000, 100000), (0, 0)))
+    assert os.path.getsize(bomb) < 1000
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImportCheckpointError, match=r"stride0.th: .*size \(100000, 100000\) "
+                                                        r"\(10000000000 elements\) on a storage of 1 elements"):
+            read_torch_file(bomb)
+        assert tracemalloc.get_traced_memory()[1] < 10 * 2**20
+    finally:
+        tracemalloc.stop()
+    deflated = _torch_zip(tmp_path / "zipped.th", _tensor_pickle((1,), (1,)), compression=zipfile.ZIP_DEFLATED)
+    with pytest.raises(ImportCheckpointError, match="storage 0 is compressed"):
+        read_torch_file(deflated)
 
 
 def test_fixture_pickles_hold_only_the_expected_globals():
