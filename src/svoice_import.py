@@ -7,10 +7,13 @@ accept the `{'class', 'args', 'kwargs', 'state'}` part alone (a `best.th`-style 
 
 Reading: `read_torch_file` parses torch.save's zip format (data.pkl + data/<key> storages) and
 the pre-1.6 legacy format with a restricted unpickler. Only an allow-list of globals resolves:
-tensor rebuilders (turned into numpy arrays), storage types, OrderedDict and a few builtin
-containers. Classes from svoice / omegaconf / typing / pathlib (the model class reference and
-the hydra config) become inert placeholders that store their pickled state and run nothing.
-Anything else (os.system, builtins.eval, ...) is refused with ImportCheckpointError.
+tensor rebuilders (turned into read-only numpy views of the file's storages, never with more
+elements than their storage), storage types, OrderedDict, a few builtin containers, and
+`collections.defaultdict` with a builtin type as its factory. Classes from svoice / omegaconf /
+pathlib and `typing.Any` (the model class reference and the hydra config) become inert
+placeholders that store their pickled state and run nothing; `plain_config` reads a pickled
+omegaconf 1.x / 2.x DictConfig back as plain dicts. Anything else (os.system, builtins.eval,
+a defaultdict calling another function, ...) is refused with ImportCheckpointError.
 
 Converting: svoice tensor names map one-to-one onto `src.models.swave.SWave` parameters;
 `convert_state` checks that every svoice tensor is used exactly once, that every MindSpore
@@ -19,6 +22,7 @@ parameter is filled and that shapes agree.
 import _compat_pickle
 import collections
 import json
+import math
 import os
 import pickle
 import re
@@ -48,8 +52,9 @@ _STORAGE_DTYPES = {
     "BoolStorage": np.bool_,
 }
 # Modules whose classes only carry data in an svoice package (model class reference, hydra
-# config): they are replaced by inert placeholders.
-_INERT_MODULES = ("svoice", "omegaconf", "typing", "pathlib")
+# config): they are replaced by inert placeholders, and so is typing.Any (omegaconf 2's ref_type).
+_INERT_MODULES = ("svoice", "omegaconf", "pathlib")
+_INERT_GLOBALS = (("typing", "Any"),)
 
 
 class Inert:
@@ -87,21 +92,25 @@ class _StorageRef:
 
 
 def _rebuild_tensor(storage, offset, size, stride, *_ignored):
-    """torch._utils._rebuild_tensor(_v2) -> numpy array (a copy)."""
+    """torch._utils._rebuild_tensor(_v2) -> read-only numpy view of the storage (allocates
+    nothing). A tensor may not have more elements than its storage: stride 0 would otherwise
+    let a few bytes claim gigabytes for whoever copies it."""
     if storage.data is None:      # first pass over a legacy file: data not read yet
         return None
     size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
     if len(size) != len(stride) or offset < 0 or any(s < 0 for s in size + stride):
         raise pickle.UnpicklingError(f"malformed tensor (size {size}, stride {stride}, offset {offset})")
-    last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if all(size) else offset - 1
-    if last >= storage.data.size:
-        raise pickle.UnpicklingError(f"tensor reaches past its storage ({storage.data.size} elements)")
     data = storage.data
-    item = data.itemsize
-    view = np.lib.stride_tricks.as_strided(data[offset:] if data.size > offset else data[:0],
-                                           shape=size, strides=[s * item for s in stride],
+    numel = math.prod(size)
+    if numel > data.size:
+        raise pickle.UnpicklingError(f"a tensor of size {size} ({numel} elements) on a storage of "
+                                     f"{data.size} elements")
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if numel else offset - 1
+    if last >= data.size:
+        raise pickle.UnpicklingError(f"tensor reaches past its storage ({data.size} elements)")
+    return np.lib.stride_tricks.as_strided(data[offset:] if data.size > offset else data[:0],
+                                           shape=size, strides=[s * data.itemsize for s in stride],
                                            writeable=False)
-    return np.array(view)
 
 
 def _rebuild_parameter(data, *_ignored):
@@ -115,8 +124,18 @@ def _reconstructor(cls, base, state):
     raise _Refused(f"copyreg._reconstructor for {cls!r} is not allowed")
 
 
+def _defaultdict(factory=None):
+    """collections.defaultdict, only with a builtin type (or None) as its factory, as omegaconf's
+    resolver cache (defaultdict(dict)): the factory runs on every missing key."""
+    if factory is not None and not any(factory is t for t in _SAFE_TYPES):
+        raise _Refused(f"refusing collections.defaultdict with the factory {factory!r}: only "
+                       "builtin types are allowed")
+    return collections.defaultdict(factory)
+
+
 _SAFE_GLOBALS = {
     ("collections", "OrderedDict"): collections.OrderedDict,
+    ("collections", "defaultdict"): _defaultdict,
     ("builtins", "set"): set, ("builtins", "frozenset"): frozenset,
     ("builtins", "dict"): dict, ("builtins", "list"): list, ("builtins", "tuple"): tuple,
     ("builtins", "int"): int, ("builtins", "float"): float, ("builtins", "bool"): bool,
@@ -127,6 +146,7 @@ _SAFE_GLOBALS = {
     ("copyreg", "_reconstructor"): _reconstructor,
     ("torch", "Size"): tuple,
 }
+_SAFE_TYPES = tuple(t for t in _SAFE_GLOBALS.values() if isinstance(t, type))
 
 
 class _Refused(pickle.UnpicklingError):
@@ -155,7 +175,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return lambda *args: target(*args)
         if module == "torch" and name in _STORAGE_DTYPES:
             return ("storage_type", name)
-        if module.split(".")[0] in _INERT_MODULES:
+        if module.split(".")[0] in _INERT_MODULES or (module, name) in _INERT_GLOBALS:
             qualified = f"{module}.{name}"
             if qualified not in self._inert:
                 self._inert[qualified] = type(name, (Inert,), {"qualified_name": qualified})
@@ -200,6 +220,9 @@ def _read_zip(path, archive):
             member = f"{root}/data/{key}"
             if member not in names:
                 raise ImportCheckpointError(f"{path}: storage {key} is missing from the archive")
+            if archive.getinfo(member).compress_type != zipfile.ZIP_STORED:   # no zip bombs
+                raise ImportCheckpointError(f"{path}: storage {key} is compressed (torch.save "
+                                            "stores storages uncompressed)")
             ref = _StorageRef(dtype)
             ref.data = _to_array(archive.read(member), dtype)
             if ref.data.size != numel:
@@ -251,9 +274,9 @@ def _read_legacy(path, f):
             raise ImportCheckpointError(f"{path}: storage {key} is listed but never used")
         count = int(np.frombuffer(f.read(8), "<i8")[0])
         itemsize = 2 if ref.dtype == "bfloat16" else np.dtype(ref.dtype).itemsize
-        raw = f.read(count * itemsize)
-        if len(raw) != count * itemsize:
+        if not 0 <= count * itemsize <= os.fstat(f.fileno()).st_size - f.tell():
             raise ImportCheckpointError(f"{path}: truncated (storage {key})")
+        raw = f.read(count * itemsize)
         ref.data = _to_array(raw, ref.dtype)
     header()
     return _RestrictedUnpickler(f, lambda pid: storages[pid[2]]).load()   # pass 2: with data
@@ -288,14 +311,17 @@ def read_torch_file(path):
 # ---------------------------------------------------------------- svoice packages
 
 def load_svoice_package(path, best=False):
-    """(model hyper-parameters, state) of an svoice checkpoint.
+    """(model hyper-parameters, state, where the hyper-parameters came from) of an svoice file.
 
-    path: `checkpoint.th` ({'model': {...}, 'best_state', ...}) or a file holding the
+    path: `checkpoint.th` ({'model': {...}, 'best_state', 'args', ...}) or a file holding the
         {'class', 'args', 'kwargs', 'state'} part alone.
     best: take `best_state` (the best validation epoch) from a checkpoint.th instead of the
         last epoch's `model.state`.
+    The hyper-parameters are read from the hydra config `args` (sample_rate, segment, swave.*)
+    when the file has one, and from the model kwargs; every value is checked against the other
+    source and against the tensor shapes (N, L, H, R, C, input_normalize).
     Returns ({'N', 'L', 'H', 'R', 'C', 'sr', 'segment', 'input_normalize'},
-             {svoice tensor name: float32 array}).
+             {svoice tensor name: read-only array}, description of the sources).
     """
     package = read_torch_file(path)
     if not isinstance(package, dict):
@@ -318,18 +344,103 @@ def load_svoice_package(path, best=False):
             raise ImportCheckpointError(f"{path}: 'best_state' is empty (no validation finished yet)")
     else:
         state = model["state"]
-    hparams = dict(zip(SVOICE_ARG_ORDER, model.get("args") or ()))
-    hparams.update(model["kwargs"])
-    missing = [k for k in SVOICE_ARG_ORDER if k not in hparams]
-    if missing:
-        raise ImportCheckpointError(f"{path}: model kwargs lack {', '.join(missing)}")
-    hparams = {k: hparams[k] for k in SVOICE_ARG_ORDER}
-    arrays = {}
     for name, value in state.items():
         if not isinstance(value, np.ndarray):
             raise ImportCheckpointError(f"{path}: state entry '{name}' is not a tensor")
-        arrays[name] = value.astype(np.float32, copy=False)
-    return hparams, arrays
+    kwargs = dict(zip(SVOICE_ARG_ORDER, model.get("args") or ()))
+    kwargs.update(model["kwargs"])
+    sources = {"model kwargs": kwargs, "tensor shapes": shape_hparams(state)}
+    if "model" in package:      # a bare package's 'args' are the model's positional arguments
+        from_args = _args_hparams(path, package.get("args"))
+        if from_args:
+            sources = {"args": from_args, **sources}
+    hparams = _agreed_hparams(path, sources)
+    read = "the hydra args and the model kwargs" if "args" in sources else \
+        "the model kwargs (no hydra args in the file)"
+    return hparams, dict(state), f"{read}, checked against the tensor shapes"
+
+
+# svoice's hyper-parameter -> its place in svoice's hydra config (conf/config.yaml)
+_ARGS_PATHS = {"sr": ("sample_rate",), "segment": ("segment",),
+               **{key: ("swave", key) for key in ("N", "L", "H", "R", "C", "input_normalize")}}
+_OMEGACONF_CONTAINERS = ("omegaconf.dictconfig.DictConfig", "omegaconf.listconfig.ListConfig")
+_ABSENT = object()
+
+
+def plain_config(obj):
+    """A pickled omegaconf config as `read_torch_file` returns it (inert DictConfig /
+    ListConfig / value nodes: omegaconf 1.x keeps their data in `content` / `val`, 2.x in
+    `_content` / `_val`) -> plain dicts, lists and values. Other objects are returned as they are."""
+    name = inert_name(obj)
+    if name is not None and name.startswith("omegaconf."):
+        state = obj.state if isinstance(obj.state, dict) else {}
+        key = "content" if name in _OMEGACONF_CONTAINERS else "val"
+        return plain_config(state.get(f"_{key}", state.get(key)))
+    if isinstance(obj, dict):
+        return {key: plain_config(value) for key, value in obj.items()}
+    if isinstance(obj, list):
+        return [plain_config(value) for value in obj]
+    return obj
+
+
+def _args_hparams(path, args):
+    """The svoice hyper-parameters that svoice's hydra config `args` holds."""
+    try:
+        config = plain_config(args)
+    except RecursionError:
+        raise ImportCheckpointError(f"{path}: 'args' nests too deeply") from None
+    found = {}
+    for key, parts in _ARGS_PATHS.items():
+        node = config
+        for part in parts:
+            node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
+        if node is not _ABSENT:
+            found[key] = node
+    return found
+
+
+def shape_hparams(state):
+    """The svoice hyper-parameters that svoice's tensor shapes fix: N, L (encoder), H (LSTM),
+    R (MulCat blocks), C (output), input_normalize (GroupNorms present). A size whose tensor
+    is missing is left out (convert_state reports the tensor)."""
+    prefix = "separator.rnn_model."
+    found = {"input_normalize": any(name.startswith(prefix + "rows_normalization.") for name in state)}
+    encoder = state.get("encoder.conv.weight")
+    if encoder is not None and encoder.ndim == 3:
+        found["N"], found["L"] = encoder.shape[0], encoder.shape[2]
+    hidden = state.get(prefix + "rows_grnn.0.rnn.weight_hh_l0")
+    if hidden is not None and hidden.ndim == 2:
+        found["H"] = hidden.shape[1]
+    blocks = {name[len(prefix + "rows_grnn."):].split(".")[0] for name in state
+              if name.startswith(prefix + "rows_grnn.")}
+    if blocks:
+        found["R"] = len(blocks)
+    output = state.get(prefix + "output.1.weight")
+    if output is not None and found.get("N"):
+        found["C"] = output.shape[0] // found["N"]
+    return found
+
+
+def _agreed_hparams(path, sources):
+    """One value per svoice hyper-parameter from {source: {name: value}}, taken from the first
+    source that has it; every source that has it must agree."""
+    hparams, conflicts, missing = {}, [], []
+    for key in SVOICE_ARG_ORDER:
+        values = {source: found[key] for source, found in sources.items() if key in found}
+        if not values:
+            missing.append(".".join(_ARGS_PATHS[key]))
+            continue
+        hparams[key] = next(iter(values.values()))
+        if any(value != hparams[key] for value in values.values()):
+            conflicts.append(f"{'.'.join(_ARGS_PATHS[key])}: " +
+                             ", ".join(f"{source} {value!r}" for source, value in values.items()))
+    if conflicts:
+        raise ImportCheckpointError(f"{path}: the SWave configuration contradicts itself "
+                                    f"({'; '.join(conflicts)})")
+    if missing:
+        raise ImportCheckpointError(f"{path}: no value for {', '.join(missing)} in the model "
+                                    "kwargs or the hydra args")
+    return hparams
 
 
 def svoice_config(hparams):
@@ -414,10 +525,10 @@ def import_checkpoint(checkpoint, out, best=False):
     """Convert svoice's `checkpoint` to a MindSpore checkpoint `out` (.ckpt) and write the
     matching config next to it (`out` with .yaml). The checkpoint also stores the config (as
     the trainer's `meta`), so `src.training.checkpoint.load_model(out)` needs nothing else.
-    Returns (ckpt path, yaml path, config)."""
+    Returns (ckpt path, yaml path, config, where the config came from)."""
     if not out.endswith(".ckpt"):
         raise ImportCheckpointError(f"{out}: the output must end in .ckpt")
-    hparams, state = load_svoice_package(checkpoint, best=best)
+    hparams, state, config_from = load_svoice_package(checkpoint, best=best)
     import mindspore as ms        # only now: a bad input file fails fast
     from src.models.swave import SWave
 
@@ -433,12 +544,12 @@ def import_checkpoint(checkpoint, out, best=False):
     cfg.experiment_dir = os.path.join("exp", os.path.basename(out)[:-len(".ckpt")])
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     meta = {"config": _yaml_text(cfg), "imported_from": os.path.abspath(checkpoint),
-            "state": "best_state" if best else "model.state"}
+            "state": "best_state" if best else "model.state", "config_from": config_from}
     tmp = out[:-len(".ckpt")] + ".tmp.ckpt"
     ms.save_checkpoint(net, tmp, append_dict={"meta": json.dumps(meta)})
     os.replace(tmp, out)
     save_config(cfg, yaml_path)
-    return out, yaml_path, cfg
+    return out, yaml_path, cfg, config_from
 
 
 def _yaml_text(cfg):

@@ -91,7 +91,8 @@ def _max_difference(outputs, reference):
 def test_checkpoint_last_state_matches_pytorch(saved):
     model, _, checkpoint, _, folder = saved
     out = str(folder / "last.ckpt")
-    _, yaml_path, _ = import_checkpoint(checkpoint, out)
+    _, yaml_path, _, config_from = import_checkpoint(checkpoint, out)
+    assert config_from.startswith("the hydra args and the model kwargs")
     assert _max_difference(_outputs(out, LENGTHS), lambda x: _torch_output(model, x)) < TOLERANCE
     cfg = load_config(yaml_path)
     base = load_config(os.path.join(ROOT, "configs", "swave_librimix.yaml"))
@@ -139,7 +140,7 @@ def test_reader_matches_torch_load_without_running_code(saved, tmp_path):
     # the pre-1.6 torch format and non-contiguous / offset tensors read the same
     legacy = str(tmp_path / "legacy.th")
     serialize_package(model, legacy, best_state=best_state, legacy_format=True)
-    hparams, state = load_svoice_package(legacy, best=True)
+    hparams, state, _ = load_svoice_package(legacy, best=True)
     assert hparams["C"] == model.C and hparams["sr"] == 8000
     for name, tensor in best_state.items():
         np.testing.assert_array_equal(state[name], tensor.numpy())
@@ -217,7 +218,7 @@ def test_bad_files_give_clear_errors(tmp_path):
 
 def test_mapping_checks_every_name(saved):
     model, _, checkpoint, _, _ = saved
-    hparams, state = load_svoice_package(checkpoint)
+    hparams, state, _ = load_svoice_package(checkpoint)
     net = SWave(16, 4, 8, 2, model.C, 8000, 0.05, input_normalize=hparams["input_normalize"])
     converted = convert_state(state, net)
     assert set(converted) == {p.name for p in net.get_parameters()}

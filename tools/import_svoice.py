@@ -23,7 +23,7 @@ def main(argv=None):
                         help="take best_state (best validation epoch) instead of the last state")
     args = parser.parse_args(argv)
     try:
-        ckpt, yaml_path, cfg = import_checkpoint(args.checkpoint, args.out, best=args.best)
+        ckpt, yaml_path, cfg, config_from = import_checkpoint(args.checkpoint, args.out, best=args.best)
     except ValueError as err:   # ImportCheckpointError, ConfigError, SWaveConfigError
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -31,6 +31,7 @@ def main(argv=None):
     print(f"imported {'best_state' if args.best else 'model state'} of {args.checkpoint}: "
           f"SWave N={m.N} L={m.L} H={m.H} R={m.R} C={m.C} input_normalize={m.input_normalize}, "
           f"sample_rate={cfg.sample_rate}, segment={cfg.segment}")
+    print(f"configuration from {config_from}")
     print(f"wrote {ckpt} and {yaml_path}")
     return 0
 
