@@ -79,19 +79,19 @@ class SpeechMixer:
         self.segment, self.gain_db, self.seed = segment_samples, gain_db, seed
 
     def _item(self, rng):
-        """One mixture -> (mix `(T,)`, sources `(C, T)`, length)."""
-        crops, length = [], self.segment
+        """One mixture -> (mix `(T,)`, sources `(C, T)`, length): levels set on the real samples,
+        zeros past the length."""
+        crops = []
         for speaker in rng.choice(len(self.speakers), size=self.num_speakers, replace=False):
             utterances = self.speakers[speaker][1]
             signal = utterances[rng.integers(len(utterances))]
             start = int(rng.integers(0, max(len(signal) - self.segment, 0) + 1))
-            crop = signal[start:start + self.segment]
-            length = min(length, len(crop))
-            crops.append(np.concatenate([crop, np.zeros(self.segment - len(crop), np.float32)]))
-        crops = np.stack(crops)
-        crops[:, length:] = 0.0
-        sources, mix = scale_sources(crops, rng.uniform(-self.gain_db, self.gain_db, size=self.num_speakers))
-        return mix, sources, length
+            crops.append(signal[start:start + self.segment])
+        length = min(len(crop) for crop in crops)
+        sources, mix = scale_sources([crop[:length] for crop in crops],
+                                     rng.uniform(-self.gain_db, self.gain_db, size=self.num_speakers))
+        pad = self.segment - length
+        return np.pad(mix, (0, pad)), np.pad(sources, ((0, 0), (0, pad))), length
 
     def batch(self, epoch, step, batch_size, num_shards=1, shard_id=0):
         """Worker `shard_id`'s part of global batch `step` of `epoch` -> numpy

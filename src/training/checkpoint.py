@@ -99,8 +99,8 @@ def load_into(cell, params, path, what="network"):
         raise CheckpointError(f"{path}: MindSpore did not load {_preview(not_loaded)}")
 
 
-def check_no_extra(net, params, path, optimizer_prefixes=("moment1.", "moment2.", "beta1_power", "beta2_power",
-                                                          "global_step", "learning_rate")):
+def check_no_extra(net, params, path, optimizer_prefixes=("moment1.", "moment2.", "adam_step", "beta1_power",
+                                                          "beta2_power", "global_step", "learning_rate")):
     """Refuse checkpoints with network parameters the model does not have (e.g. another R or C)."""
     names = {p.name for p in net.get_parameters()}
     extra = sorted(n for n in params if n not in names and not n.startswith(optimizer_prefixes))

@@ -1,0 +1,129 @@
+"""Training mixtures made on the fly from single-speaker recordings (src/data/mixing.py), the bundled
+speaker corpus (src/data/corpus.py), and exact resume of a run trained that way."""
+import os
+
+import numpy as np
+import pytest
+
+from src.audio import write_audio
+from src.data import corpus
+from src.data.layout import DataError, find_splits
+from src.data.mixing import SOURCE_RMS, SpeechMixer, load_speakers, scale_sources, speaker_of
+
+RATE = 8000
+FREQUENCIES = {"11": 200.0, "22": 450.0, "33": 700.0, "44": 950.0}   # one tone per speaker
+
+
+@pytest.fixture(scope="module")
+def tone_speakers(tmp_path_factory):
+    """Four "speakers", each a folder of two files with its own tone (one file shorter than a segment)."""
+    root = tmp_path_factory.mktemp("speech")
+    for speaker, freq in FREQUENCIES.items():
+        for k, seconds in enumerate((1.5, 0.3)):
+            t = np.arange(int(seconds * RATE)) / RATE
+            write_audio(str(root / speaker / f"{speaker}-7-{k:04d}.wav"), 0.3 * np.sin(2 * np.pi * freq * t), RATE)
+    return str(root)
+
+
+def _speaker_of_signal(signal):
+    """The speaker whose tone dominates `signal`."""
+    spectrum = np.abs(np.fft.rfft(signal))
+    peak = np.fft.rfftfreq(len(signal), 1 / RATE)[np.argmax(spectrum)]
+    return min(FREQUENCIES, key=lambda s: abs(FREQUENCIES[s] - peak))
+
+
+def test_speaker_of_names_and_folders(tmp_path):
+    assert speaker_of("/x/y/103-1240-0000.flac") == "103"
+    assert speaker_of(str(tmp_path / "alice" / "take1.wav")) == "alice"
+
+
+def test_scale_sources_level_gain_and_sum():
+    rng = np.random.default_rng(0)
+    signals = rng.standard_normal((3, 1000)) * np.array([[0.01], [0.2], [0.05]])
+    sources, mix = scale_sources(signals, [0.0, 6.0, -6.0])
+    rms = np.sqrt(np.mean(sources.astype(np.float64) ** 2, axis=1))
+    np.testing.assert_allclose(rms, SOURCE_RMS * 10 ** (np.array([0.0, 6.0, -6.0]) / 20), rtol=1e-5)
+    np.testing.assert_array_equal(mix, sources[0] + sources[1] + sources[2])
+    loud, loud_mix = scale_sources(signals, [30.0, 30.0, 30.0])            # would clip: scaled together
+    assert np.abs(loud_mix).max() == pytest.approx(0.9, rel=1e-5)
+    rms_in = np.sqrt(np.mean(signals ** 2, axis=1))
+    np.testing.assert_allclose(loud[0] / loud[1], signals[0] / signals[1] * rms_in[1] / rms_in[0], rtol=1e-3)
+
+
+def test_batches_mix_different_speakers_deterministically(tone_speakers):
+    speakers = load_speakers(tone_speakers, RATE)
+    assert [s for s, _ in speakers] == sorted(FREQUENCIES) and all(len(u) == 2 for _, u in speakers)
+    segment = 4000
+    mixer = SpeechMixer(speakers, 3, segment, gain_db=3.0, seed=5)
+    mix, src, lengths = mixer.batch(epoch=1, step=0, batch_size=8)
+    assert mix.shape == (8, segment) and src.shape == (8, 3, segment) and lengths.dtype == np.int32
+    np.testing.assert_allclose(mix, src.sum(axis=1), atol=1e-6)
+    short = 0
+    for item in range(8):
+        length = lengths[item]
+        assert length in (segment, int(0.3 * RATE))        # a full crop, or the short file's length
+        short += length < segment
+        assert not np.any(src[item, :, length:])          # zero past the length
+        owners = {_speaker_of_signal(s[:length]) for s in src[item]}
+        assert len(owners) == 3                            # three different speakers
+        rms = np.sqrt(np.mean(src[item, :, :length].astype(np.float64) ** 2, axis=1))
+        assert np.all(rms < SOURCE_RMS * 10 ** (3.0 / 20) * 1.01) and np.all(rms > SOURCE_RMS * 10 ** (-3.0 / 20) * 0.99)
+    assert 0 < short < 8
+    again = mixer.batch(epoch=1, step=0, batch_size=8)
+    for a, b in zip((mix, src, lengths), again):
+        np.testing.assert_array_equal(a, b)
+    other = mixer.batch(epoch=2, step=0, batch_size=8)[0]
+    assert not np.array_equal(other, mix)
+    # two workers take alternate items of the same global batch
+    halves = [mixer.batch(1, 0, 8, num_shards=2, shard_id=k) for k in (0, 1)]
+    np.testing.assert_array_equal(halves[0][1], src[0::2])
+    np.testing.assert_array_equal(halves[1][1], src[1::2])
+    assert len(list(mixer.epoch_batches(3, steps=4, batch_size=2))) == 4
+
+
+def test_bad_sources_are_named(tone_speakers, tmp_path):
+    with pytest.raises(DataError, match="fewer than the 5"):
+        SpeechMixer(load_speakers(tone_speakers, RATE), 5, 4000, 3.0, 0, where=tone_speakers)
+    with pytest.raises(DataError, match="sample rate is 8000 Hz, expected 16000"):
+        load_speakers(tone_speakers, 16000)
+    with pytest.raises(DataError, match="not found"):
+        load_speakers(str(tmp_path / "missing"), RATE)
+
+
+def test_bundled_corpus_splits_speakers(tmp_path):
+    train = {s for s, _ in load_speakers(corpus.TRAIN_SPEECH, RATE)}
+    dev = set(os.listdir(corpus.DEV_SPEECH))
+    test = set(os.listdir(corpus.TEST_SPEECH)) - {"README.md", "LICENSE.TXT", "SPEAKERS.TXT"}
+    assert len(train) == 115 and len(dev) == 16 and len(test) == 10
+    assert not (train & dev) and not (train & test) and not (dev & test)
+    summary = corpus.build_corpus(str(tmp_path))
+    assert summary["Libri2Mix"] == {"dev": 48, "test": 100} and summary["Libri3Mix"] == {"dev": 48, "test": 100}
+    splits = find_splits(str(tmp_path / "Libri3Mix"))
+    assert set(splits) == {"valid", "test"} and splits["test"].num_speakers == 3
+    for name, speakers in (("valid", dev), ("test", test)):
+        used = {part.split("-")[0] for u in splits[name].utterances for part in u.key.split("_")}
+        assert used <= speakers and len(used) == len(speakers)
+
+
+def test_resume_from_speech_is_bit_identical(tiny_data, tmp_path):
+    from src.config import load_config
+    from src.training import checkpoint as ckpt
+    from src.training.trainer import train
+
+    def config(exp, *overrides):
+        return load_config(os.path.join(os.path.dirname(corpus.TRAIN_SPEECH), "..", "..", "configs", "demo.yaml"), [
+            f"experiment_dir={exp}", "data.train=null", f"data.train_speech={corpus.TRAIN_SPEECH}",
+            "data.steps_per_epoch=2", f"data.valid={tiny_data}/valid.mindrecord0", "model.N=16", "model.H=16",
+            "model.R=2", "segment=0.5", "train.batch_size=2", "train.epochs=2", *overrides])
+
+    full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
+    state_full = train(config(full))
+    train(config(resumed, "train.epochs=1"))
+    state_resumed = train(config(resumed))
+    assert [h["train_loss"] for h in state_resumed["history"]] == [h["train_loss"] for h in state_full["history"]]
+    assert state_full["step"] == state_resumed["step"] == 4
+    a, _ = ckpt.read_checkpoint(os.path.join(ckpt.checkpoint_dir(full), "epoch_0002.ckpt"))
+    b, _ = ckpt.read_checkpoint(os.path.join(ckpt.checkpoint_dir(resumed), "epoch_0002.ckpt"))
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name].asnumpy(), b[name].asnumpy(), err_msg=name)
