@@ -1,6 +1,6 @@
 """Separate recordings into one file per speaker (or enhance them, with an enhancement model).
 
-    python separate.py INPUT [INPUT ...] --model-path CKPT [CKPT ...] --out-dir OUT
+    python separate.py INPUT [INPUT ...] --out-dir OUT [--model-path CKPT [CKPT ...]]
         [--force] [--plot] [--window-seconds 30] [--overlap-seconds 2] [--threshold-db -20] [-c CONFIG]
 
 INPUT: audio files, folders (their audio files, not recursive) or glob patterns ("rec/*.wav").
@@ -18,7 +18,8 @@ A speech-enhancement checkpoint (train.py -c configs/rt*.yaml) instead writes OU
 the network's mask on the noisy magnitude, the noisy phase, inverse STFT; same windowing and checks.
 
 Several checkpoints (one per speaker count): the number of speakers of each input is found
-(src/inference/speaker_count.py) and as many files are written.
+(src/inference/speaker_count.py) and as many files are written. Without --model-path, the shipped
+2- and 3-speaker models (pretrained/, see pretrained/MODEL_CARD.md) are used that way.
 
 An input that cannot be read, is empty, too short or silent is reported by name and skipped;
 the others are still separated. Exit status: 0 if every input was separated, 1 otherwise,
@@ -172,8 +173,9 @@ def parse_args(argv=None):
     from src.evaluation import add_window_arguments
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders or glob patterns")
-    parser.add_argument("--model-path", nargs="+", required=True, metavar="CKPT",
-                        help="checkpoint(s); several = one per speaker count (the count is found per input)")
+    parser.add_argument("--model-path", nargs="+", metavar="CKPT",
+                        help="checkpoint(s); several = one per speaker count (the count is found per input); "
+                             "default: the shipped 2- and 3-speaker models in pretrained/")
     parser.add_argument("--out-dir", required=True, help="folder for the separated files")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument("--plot", action="store_true", help="also write <name>_spectrogram.png")
@@ -186,7 +188,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from src.audio import AudioError
-    from src.evaluation import load_separators, min_input_samples, window_samples
+    from src.evaluation import load_separators, min_input_samples, pretrained_separation_models, window_samples
     from src.inference.separation import SeparationError
 
     files, problems = expand_inputs(args.inputs)
@@ -195,7 +197,7 @@ def main(argv=None):
     if not files:
         print("error: no input to separate", file=sys.stderr)
         return 1
-    separators, configs = load_separators(args.model_path, args.config)
+    separators, configs = load_separators(args.model_path or pretrained_separation_models(), args.config)
     sample_rate = next(iter(configs.values())).sample_rate
     min_samples = max(min_input_samples(cfg) for cfg in configs.values())
     enhancement = next(iter(configs.values())).get("task") == "enhancement"

@@ -41,6 +41,20 @@ class EvaluationError(ValueError):
     """Models or options that cannot be evaluated together; the message says why."""
 
 
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pretrained")
+PRETRAINED_SEPARATION = ("swave_2spk.ckpt", "swave_3spk.ckpt")   # pretrained/MODEL_CARD.md
+
+
+def pretrained_separation_models():
+    """The shipped separation checkpoints (one per speaker count), used when no model is given."""
+    paths = [os.path.join(PRETRAINED_DIR, name) for name in PRETRAINED_SEPARATION]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise EvaluationError(f"{', '.join(missing)}: shipped model missing (is this a complete clone?); "
+                              "pass --model-path CKPT [CKPT ...]")
+    return paths
+
+
 def add_window_arguments(parser):
     """--window-seconds, --overlap-seconds and --threshold-db (evaluate.py and separate.py)."""
     parser.add_argument("--window-seconds", type=float, default=DEFAULT_WINDOW_SECONDS,

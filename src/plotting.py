@@ -1,5 +1,5 @@
 """Spectrogram pictures of a mixture and its separated speakers, or of a noisy input and its
-enhanced version (matplotlib, Agg, no display)."""
+enhanced version, and training curves (matplotlib, Agg, no display)."""
 import numpy as np
 
 FFT_SIZE = 256
@@ -54,4 +54,31 @@ def plot_separation(mixture, estimates, sample_rate, path, title=None, enhanceme
         figure.suptitle(title, fontsize=11)
     figure.colorbar(image, ax=list(axes), label="dB", fraction=0.03, pad=0.01)
     figure.savefig(path)
+    return path
+
+
+def plot_training_curves(runs, path, title="validation SI-SNRi"):
+    """Write a PNG of validation SI-SNRi (dB) against training steps for each run.
+
+    runs: {label: (steps per epoch, history records as in history.json, each with "epoch",
+    "valid_si_snri" and "train_time" in s)}. The legend gives each run's training hours."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, (steps_per_epoch, history) in runs.items():
+        scored = [h for h in history if "valid_si_snri" in h]
+        hours = sum(h["train_time"] for h in history) / 3600
+        ax.plot([h["epoch"] * steps_per_epoch for h in scored], [h["valid_si_snri"] for h in scored],
+                marker=".", label=f"{label} ({hours:.1f} h)")
+    ax.axhline(0.0, color="grey", linewidth=0.5)
+    ax.set_xlabel("training steps")
+    ax.set_ylabel("SI-SNRi (dB)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
     return path

@@ -127,3 +127,22 @@ def test_resume_from_speech_is_bit_identical(tiny_data, tmp_path):
     assert a.keys() == b.keys()
     for name in a:
         np.testing.assert_array_equal(a[name].asnumpy(), b[name].asnumpy(), err_msg=name)
+
+
+def test_init_from_copies_every_fitting_parameter(tmp_path):
+    import mindspore as ms
+    from src.models.swave import SWave
+    from src.training import checkpoint as ckpt
+
+    two, three = (SWave(16, 4, 8, 2, c, 8000, 0.1, lstm="native") for c in (2, 3))
+    path = str(tmp_path / "two.ckpt")
+    ms.save_checkpoint(two, path)
+    before = {p.name: p.asnumpy().copy() for p in three.trainable_params()}
+    fresh = ckpt.load_matching(three, ckpt.read_checkpoint(path)[0], path)
+    shapes = {p.name: p.shape for p in two.trainable_params()}
+    assert fresh and fresh == sorted(p.name for p in three.trainable_params() if p.shape != shapes[p.name])
+    for p in three.trainable_params():
+        expected = before[p.name] if p.name in fresh else two.parameters_dict()[p.name].asnumpy()
+        np.testing.assert_array_equal(p.asnumpy(), expected, err_msg=p.name)
+    with pytest.raises(ckpt.CheckpointError, match="no parameter fits"):
+        ckpt.load_matching(three, {"other": ms.Parameter(ms.Tensor(np.zeros(3, np.float32)), name="other")}, path)

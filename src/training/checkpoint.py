@@ -99,6 +99,21 @@ def load_into(cell, params, path, what="network"):
         raise CheckpointError(f"{path}: MindSpore did not load {_preview(not_loaded)}")
 
 
+def load_matching(cell, params, path):
+    """Initialise `cell` from every parameter of `params` with the same name and shape (e.g. a
+    3-speaker model from a 2-speaker one: all but the output layer) -> names left as they were.
+    CheckpointError when nothing matches."""
+    expected = {p.name: p for p in cell.get_parameters()}
+    matching = {n: params[n] for n, p in expected.items() if n in params and tuple(params[n].shape) == tuple(p.shape)}
+    if not matching:
+        raise CheckpointError(f"{path}: no parameter fits the network (another model?)")
+    fresh = sorted(set(expected) - set(matching))
+    not_loaded, _ = ms.load_param_into_net(cell, matching)
+    if set(not_loaded) != set(fresh):
+        raise CheckpointError(f"{path}: MindSpore did not load {_preview(sorted(set(not_loaded) - set(fresh)))}")
+    return fresh
+
+
 def check_no_extra(net, params, path, optimizer_prefixes=("moment1.", "moment2.", "adam_step", "beta1_power",
                                                           "beta2_power", "global_step", "learning_rate")):
     """Refuse checkpoints with network parameters the model does not have (e.g. another R or C)."""

@@ -109,6 +109,10 @@ def train(cfg, restart=False, distributed=False):
         state = meta["state"]
         schedule.load_state_dict(meta["lr_schedule"])
         log.info(f"resuming from {resume_from} (epoch {state['epoch']}, step {state['step']})")
+    elif train_cfg.get("init_from"):
+        fresh = ckpt.load_matching(net, ckpt.read_checkpoint(train_cfg.init_from)[0], train_cfg.init_from)
+        log.info(f"initialised from {train_cfg.init_from}; {len(fresh)} parameter(s) left fresh"
+                 + (f": {', '.join(fresh)}" if fresh else ""))
     if info.distributed:
         _check_workers_resume_alike(state["epoch"], info)
     if info.is_main:
