@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The README's demo command: sets up .venv, builds the bundled mini LibriMix, and runs the whole
-# pipeline on it: preprocess -> train (2- and 3-speaker SWave) -> evaluate -> export -> offline
-# inference -> separate a file (with speaker counting) -> speech-enhancement recipe.
+# The README's demo command: sets up .venv; separates bundled test mixtures (speakers never heard in
+# training) with the shipped models (pretrained/) and scores them; then builds the bundled mini
+# LibriMix and runs the whole pipeline on it: preprocess -> train (2- and 3-speaker SWave) -> evaluate
+# -> export -> offline inference -> separate a file (with speaker counting) -> speech-enhancement recipe.
 #   bash scripts/run_demo.sh            (data under build/, experiments under exp/)
 # Re-running resumes/reuses what is there (training resumes from the latest checkpoint).
 set -euo pipefail
@@ -10,6 +11,14 @@ cd "$ROOT"
 step() { printf '\n==== %s\n' "$*"; }
 CKPT2=exp/demo/checkpoints/best.ckpt
 CKPT3=exp/demo_3spk/checkpoints/best.ckpt
+
+step "0. the shipped models on unseen speakers: build the corpus's test mixtures, separate one, score all"
+python -m src.data.corpus build/corpus
+python separate.py build/corpus/Libri2Mix/test/mix_clean/1688-142285-0000_3080-5032-0003.wav \
+    build/corpus/Libri3Mix/test/mix_clean/1688-142285-0001_2609-156975-0003_3005-163389-0002.wav \
+    --out-dir exp/pretrained/separated --plot --force       # no --model-path: both shipped models, speakers counted
+python evaluate.py --model-path pretrained/swave_2spk.ckpt --data-dir build/corpus/Libri2Mix --out-dir exp/pretrained/eval_2spk
+python evaluate.py --model-path pretrained/swave_3spk.ckpt --data-dir build/corpus/Libri3Mix --out-dir exp/pretrained/eval_3spk
 
 step "1. build the bundled mini LibriMix (8 kHz, LibriSpeech test-other) in build/mini_librimix"
 python -m src.data.mini_librimix build/mini_librimix
