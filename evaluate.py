@@ -180,8 +180,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from src.data.layout import DataError
-    from src.evaluation import EvaluationError
-    from src.inference.separation import SeparationError
-    from src.models.swave import SWaveConfigError
-    run_main(main, user_errors=(DataError, EvaluationError, SeparationError, SWaveConfigError))
+    run_main(main)

@@ -79,5 +79,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from src.offline_inference import OfflineInferenceError
-    run_main(main, user_errors=(OfflineInferenceError,))
+    run_main(main)

@@ -100,7 +100,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from src.data.layout import DataError
-    from src.evaluation import EvaluationError
-    from src.offline_inference import OfflineInferenceError
-    run_main(main, user_errors=(DataError, EvaluationError, OfflineInferenceError))
+    run_main(main)

@@ -27,14 +27,11 @@ writes each pair's mask-network inputs (features and frame lengths, src/offline_
 """
 import argparse
 import os
-import sys
 
-from src.audio import AudioError
-from src.config import ConfigError
-from src.data.layout import MIX_TYPES, DataError
+from src.cli import run_main
+from src.data.layout import MIX_TYPES
 from src.data.mindrecord import convert_folder
-from src.evaluation import EvaluationError, open_utterances
-from src.inference.separation import SeparationError
+from src.evaluation import open_utterances
 from src.offline_inference import OfflineInferenceError, plan_windows, write_enhancement_bins, write_input_bins
 
 
@@ -149,18 +146,14 @@ def write_enhancement_infer_bins(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        if args.config:
-            write_enhancement_infer_bins(args)
-        elif args.infer_bins:
-            write_infer_bins(args)
-        else:
-            convert(args)
-    except (DataError, AudioError, ConfigError, EvaluationError, OfflineInferenceError, SeparationError) as err:
-        print(f"preprocess.py: error: {err}", file=sys.stderr)
-        return 2
+    if args.config:
+        write_enhancement_infer_bins(args)
+    elif args.infer_bins:
+        write_infer_bins(args)
+    else:
+        convert(args)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

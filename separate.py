@@ -33,12 +33,13 @@ import sys
 import numpy as np
 
 from src.cli import run_main
+from src.errors import UserError
 
 # a file whose peak stays below one 16-bit step holds nothing to separate
 SILENCE_PEAK = 1.0 / 32768
 
 
-class InputError(ValueError):
+class InputError(UserError):
     """An input path that gives no audio file; str() names it."""
 
 
@@ -226,6 +227,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from src.evaluation import EvaluationError
-    from src.models.swave import SWaveConfigError
-    run_main(main, user_errors=(EvaluationError, SWaveConfigError))
+    run_main(main)

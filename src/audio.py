@@ -4,8 +4,10 @@ import os
 import numpy as np
 import soundfile as sf
 
+from src.errors import UserError
 
-class AudioError(ValueError):
+
+class AudioError(UserError):
     """An audio file that cannot be used; str() names the file and the problem."""
 
     def __init__(self, path, problem):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from src.audio import AudioError, header_problems, read_audio
+from src.errors import UserError
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
 LIBRIMIX_SPLITS = {"train": ("train-360", "train-100", "train"), "valid": ("dev",), "test": ("test",)}
@@ -25,7 +26,7 @@ MIX_TYPES = ("mix_clean", "mix_both", "mix_single")
 _SOURCE_DIR = re.compile(r"^s(\d+)$")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Unusable data; the message lists every problem found (each naming its file)."""
 
     def __init__(self, problems, context=None):

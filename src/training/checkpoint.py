@@ -14,12 +14,13 @@ import shutil
 import mindspore as ms
 
 from src.config import Config, yaml_load
+from src.errors import UserError
 
 CHECKPOINT_DIR = "checkpoints"
 _EPOCH_RE = re.compile(r"epoch_(\d+)\.ckpt$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be used; the message names the file and the problem."""
 
 

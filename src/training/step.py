@@ -86,5 +86,5 @@ class TrainStep:
 def build_optimizer(network, train_cfg):
     """Adam over the trainable parameters; the lr is a Parameter the trainer sets each epoch."""
     return nn.Adam(network.trainable_params(), learning_rate=ms.Parameter(
-        ms.Tensor(float(train_cfg.lr), ms.float32), name="learning_rate"),
-        weight_decay=float(train_cfg.get("weight_decay", 0.0)))
+        ms.Tensor(train_cfg.lr, ms.float32), name="learning_rate"),
+        weight_decay=train_cfg.weight_decay)

@@ -17,6 +17,7 @@ import yaml
 from tqdm import tqdm
 
 from src.config import save_config
+from src.errors import UserError
 from src.tasks import get_task
 from src.training import checkpoint as ckpt
 from src.training.context import all_reduce_sum, init_context
@@ -29,7 +30,7 @@ log = logging.getLogger("gdprnn")
 _RESUME_FIXED = ("task", "sample_rate", "model")
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError):
     """Training cannot go on; the message says why and what was kept."""
 
 
