@@ -31,6 +31,7 @@ import os
 from src.cli import run_main
 from src.data.layout import MIX_TYPES
 from src.data.mindrecord import convert_folder
+from src.errors import check_output_dir
 from src.evaluation import open_utterances
 from src.offline_inference import OfflineInferenceError, plan_windows, write_enhancement_bins, write_input_bins
 
@@ -99,6 +100,7 @@ def parse_args(argv=None):
 
 def convert(args):
     """The MindRecord conversion mode: writes the splits and prints what was written."""
+    check_output_dir(args.out_dir)
     written = convert_folder(
         args.data_dir, args.out_dir, args.sample_rate or DEFAULT_SAMPLE_RATE, args.num_shards, mix_type=args.mix_type,
         num_speakers=args.num_speakers, split=args.split, resample=args.resample, downmix=args.downmix,
@@ -114,6 +116,7 @@ def convert(args):
 
 def write_infer_bins(args):
     """The offline-inference mode: every model input of the test mixtures as a .bin file + index."""
+    check_output_dir(args.infer_bins, "--infer-bins")
     sample_rate = args.sample_rate or DEFAULT_SAMPLE_RATE
     window, overlap = plan_windows(sample_rate, args.fixed_length, args.window_seconds, args.overlap_seconds)
     split = args.split or "test"
@@ -141,6 +144,7 @@ def write_enhancement_infer_bins(args):
         cfg.data.resample = True
     if args.downmix:
         cfg.data.downmix = True
+    check_output_dir(args.infer_bins, "--infer-bins")
     write_enhancement_bins(cfg, args.infer_bins, args.split or "test", args.max_utterances)
 
 

@@ -91,13 +91,30 @@ def output_path(out_dir, stem, index, enhancement):
     return os.path.join(out_dir, f"{stem}_enhanced.wav" if enhancement else f"{stem}_s{index + 1}.wav")
 
 
+def is_output_name(name, stem):
+    """True when the file name `name` is one of the audio outputs of `stem` (`<stem>_s<k>.wav`,
+    `<stem>_enhanced.wav`)."""
+    return re.fullmatch(re.escape(stem) + r"_(s\d+|enhanced)\.wav", name) is not None
+
+
+def overwritten_inputs(files, out_dir):
+    """{input: the first other input in out_dir that its outputs would overwrite} over `files`."""
+    out_dir = os.path.realpath(out_dir)
+    in_out_dir = [p for p in files if os.path.dirname(os.path.realpath(p)) == out_dir]
+    found = {}
+    for path in files:
+        victims = [p for p in in_out_dir if is_output_name(os.path.basename(p), output_stem(path))]
+        if victims:
+            found[path] = victims[0]
+    return found
+
+
 def existing_outputs(out_dir, stem, with_plot):
     """Paths in out_dir that processing `stem` would overwrite (any `<stem>_s<k>.wav`,
     `<stem>_enhanced.wav`, the plot)."""
     if not os.path.isdir(out_dir):
         return []
-    pattern = re.compile(re.escape(stem) + r"_(s\d+|enhanced)\.wav")
-    found = [os.path.join(out_dir, n) for n in sorted(os.listdir(out_dir)) if pattern.fullmatch(n)]
+    found = [os.path.join(out_dir, n) for n in sorted(os.listdir(out_dir)) if is_output_name(n, stem)]
     plot = plot_path(out_dir, stem)
     if with_plot and os.path.exists(plot):
         found.append(plot)
@@ -187,6 +204,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from src.audio import AudioError
+    from src.errors import check_output_dir
     from src.evaluation import load_separators, min_input_samples, window_samples
     from src.inference.separation import SeparationError
 
@@ -196,6 +214,8 @@ def main(argv=None):
     if not files:
         print("error: no input to separate", file=sys.stderr)
         return 1
+    check_output_dir(args.out_dir)
+    clobbering = overwritten_inputs(files, args.out_dir)
     separators, configs = load_separators(args.model_path, args.config)
     sample_rate = next(iter(configs.values())).sample_rate
     min_samples = max(min_input_samples(cfg) for cfg in configs.values())
@@ -206,6 +226,9 @@ def main(argv=None):
     for path in files:
         stem = output_stem(path)
         try:
+            if path in clobbering:
+                raise InputError(f"{path}: its outputs would overwrite the input {clobbering[path]} in --out-dir "
+                                 f"{args.out_dir}; give another --out-dir")
             if stem in first_with_stem:
                 raise InputError(f"{path}: its outputs would take the names of those of {first_with_stem[stem]} "
                                  f"({stem}_s1.wav, ...); separate it in another run or rename it")

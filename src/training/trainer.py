@@ -17,7 +17,7 @@ import yaml
 from tqdm import tqdm
 
 from src.config import save_config
-from src.errors import UserError
+from src.errors import UserError, check_output_dir
 from src.tasks import get_task
 from src.training import checkpoint as ckpt
 from src.training.context import all_reduce_sum, init_context
@@ -83,6 +83,8 @@ def train(cfg, restart=False, distributed=False):
     """Train (or resume) the experiment described by `cfg`. Returns the final state dict."""
     info = init_context(cfg, distributed)
     exp_dir = cfg.experiment_dir
+    if info.is_main:
+        check_output_dir(exp_dir, "experiment_dir")
     _setup_logging(exp_dir, info.is_main)
     task = get_task(cfg.task)
     train_cfg = cfg.train
