@@ -27,10 +27,11 @@ writes each pair's mask-network inputs (features and frame lengths, src/offline_
 """
 import argparse
 import os
+import sys
 
 from src.cli import run_main
 from src.data.layout import MIX_TYPES
-from src.data.mindrecord import convert_folder
+from src.data.mindrecord import SILENT_SOURCE, convert_folder
 from src.errors import check_output_dir
 from src.evaluation import open_utterances
 from src.offline_inference import OfflineInferenceError, plan_windows, write_enhancement_bins, write_input_bins
@@ -72,6 +73,9 @@ def parse_args(argv=None):
     parser.add_argument("--test-name", default="test")
     parser.add_argument("--resample", action="store_true", help="resample files at another rate (soxr)")
     parser.add_argument("--downmix", action="store_true", help="average the channels of multi-channel files")
+    parser.add_argument("--refuse-silent", action="store_true",
+                        help="treat silent sources as errors (default: a warning naming each; evaluation and "
+                             "validation cannot score utterances with one)")
     infer = parser.add_argument_group("offline inference (instead of MindRecord)")
     infer.add_argument("--infer-bins", metavar="BINS",
                        help="write the test mixtures as raw float32 model inputs + BINS/index.json "
@@ -104,8 +108,11 @@ def convert(args):
     written = convert_folder(
         args.data_dir, args.out_dir, args.sample_rate or DEFAULT_SAMPLE_RATE, args.num_shards, mix_type=args.mix_type,
         num_speakers=args.num_speakers, split=args.split, resample=args.resample, downmix=args.downmix,
+        refuse_silent=args.refuse_silent,
         split_names={"train": args.train_name, "valid": args.valid_name, "test": args.test_name})
     for info in written:
+        for path in info["silent_sources"]:
+            print(f"warning: {path}: {SILENT_SOURCE} (--refuse-silent makes this an error)", file=sys.stderr)
         seconds = info["total_samples"] / info["sample_rate"]
         shards = info["files"]
         files = shards[0] if len(shards) == 1 else f"{shards[0][:-1]}{{0..{len(shards) - 1}}}"

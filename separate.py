@@ -35,9 +35,6 @@ import numpy as np
 from src.cli import run_main
 from src.errors import UserError
 
-# a file whose peak stays below one 16-bit step holds nothing to separate
-SILENCE_PEAK = 1.0 / 32768
-
 
 class InputError(UserError):
     """An input path that gives no audio file; str() names it."""
@@ -128,7 +125,7 @@ def plot_path(out_dir, stem):
 def read_mixture(path, sample_rate, min_samples):
     """The input as mono float32 at `sample_rate` -> (mixture, notes). AudioError naming the file
     when it is unreadable, empty, too short or silent."""
-    from src.audio import AudioError, audio_info, read_audio
+    from src.audio import AudioError, audio_info, is_silent, read_audio
 
     rate, _, channels = audio_info(path)
     notes = []
@@ -140,8 +137,8 @@ def read_mixture(path, sample_rate, min_samples):
     if len(mixture) < min_samples:
         raise AudioError(path, f"is too short: {len(mixture)} samples at {sample_rate} Hz "
                                f"(the model needs at least {min_samples})")
-    peak = float(np.max(np.abs(mixture)))
-    if peak < SILENCE_PEAK:
+    if is_silent(mixture):
+        peak = float(np.max(np.abs(mixture)))
         level = "all samples are zero" if peak == 0 else f"peak {20 * np.log10(peak):.0f} dBFS"
         raise AudioError(path, f"holds only silence ({level}): nothing to separate")
     return mixture, notes

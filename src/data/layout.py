@@ -33,7 +33,8 @@ class DataError(UserError):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         head = f"{context}: " if context else ""
         if len(self.problems) == 1:
-            message = head + self.problems[0]
+            problem = self.problems[0]   # a problem naming a file inside `context` says enough
+            message = problem if context and problem.startswith(context) else head + problem
         else:
             message = f"{head}{len(self.problems)} problems:\n" + "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(message)
