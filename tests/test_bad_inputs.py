@@ -93,6 +93,8 @@ CASES = [
      "the split has 2 sources per mixture but the model separates 3", ["{out}/exp/checkpoints"]),
     ("train-batch-larger-than-split", "train", train_args("train.batch_size=16"), 2,
      "fewer than one batch of 16", ["{out}/exp/checkpoints"]),
+    ("train-empty-data-path", "train", train_args("data.train="), 2, "no MindRecord split given",
+     ["{out}/exp/checkpoints"]),
     # 7: a truncated shard is named
     ("evaluate-truncated-shard", "evaluate", ["--model-path", "{ckpt}", "--data-dir", "{truncated}",
                                               "--out-dir", "{out}/eval"], 2,
@@ -220,3 +222,28 @@ def test_distributed_preflight_refuses_bad_config(places):
                           "train.batch_size=abc"], capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 2 and "train.batch_size: must be an integer >= 1, got 'abc'" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_a_run_stopped_during_validation_validates_that_epoch_first(places, tmp_path, monkeypatch):
+    """The epoch checkpoint written before validation says validation is pending; re-running
+    validates that epoch before anything else (then best.ckpt appears)."""
+    from src.config import load_config
+    from src.tasks.separation import SeparationTask
+    from src.training import checkpoint as ckpt
+    from src.training.trainer import train
+
+    def config():
+        return load_config(places["cfg"], [a.format(**places, out=str(tmp_path)) for a in TINY])
+
+    def killed(*_):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(SeparationTask, "validate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(config())
+    folder = ckpt.checkpoint_dir(config().experiment_dir)
+    _, meta = ckpt.read_checkpoint(os.path.join(folder, "epoch_0001.ckpt"))
+    assert meta["state"]["validation_pending"] and "valid_si_snri" not in meta["state"]["history"][0]
+    monkeypatch.undo()
+    state = train(config())
+    assert not state["validation_pending"] and state["best_epoch"] == 1
+    assert "valid_si_snri" in state["history"][0] and os.path.isfile(os.path.join(folder, "best.ckpt"))

@@ -191,6 +191,8 @@ def write_split(utterances, out_dir, name, num_shards, sample_rate, resample=Fal
 def read_split_info(path):
     """Manifest of a split -> dict (see stage_split) plus `files` (absolute shard paths) and
     `manifest_path`. `path`: `<name>.mindrecord0` (any shard), the prefix `<dir>/<name>`, or `<name>.json`."""
+    if not path:
+        raise DataError("no MindRecord split given (empty path; set data.train / data.valid, or --data-dir)")
     path = os.fspath(path)
     if path.endswith(".json"):
         prefix = path[:-len(".json")]

@@ -171,7 +171,8 @@ def _validate(task, net, cfg, info, epoch):
         return task.validate(net, cfg, info)
     except UserError as err:
         if info.distributed:    # the other workers wait in validation's all-reduce: stop them all
-            raise
+            raise TrainingError(f"epoch {epoch}: validation failed on worker {info.rank} ({err}); the epoch's "
+                                "checkpoint is kept and a re-run validates it first: fix data.valid") from None
         log.info(f"epoch {epoch}: validation failed, no score for this epoch (its checkpoint is kept): {err}")
         return None
 
