@@ -7,7 +7,8 @@ INPUT: audio files, folders (their audio files, not recursive) or glob patterns 
 Writes OUT/<name>_s1.wav ... OUT/<name>_sC.wav (16-bit, at the model's sample rate) and with
 --plot OUT/<name>_spectrogram.png (mixture and every speaker). Existing outputs are never
 overwritten without --force (the message names the file); with --force, older outputs of the
-same input beyond the new speaker count are removed.
+same input beyond the new speaker count are removed. Inputs are never overwritten: an input
+whose outputs would take another input's name (rec.wav and rec_s1.wav in OUT) is refused.
 
 Inputs at another sample rate are resampled (soxr) and multi-channel inputs averaged to mono,
 each with a note. Inputs longer than --window-seconds are separated in overlapping windows, so
@@ -88,22 +89,19 @@ def output_path(out_dir, stem, index, enhancement):
     return os.path.join(out_dir, f"{stem}_enhanced.wav" if enhancement else f"{stem}_s{index + 1}.wav")
 
 
-def is_output_name(name, stem):
-    """True when the file name `name` is one of the audio outputs of `stem` (`<stem>_s<k>.wav`,
-    `<stem>_enhanced.wav`)."""
-    return re.fullmatch(re.escape(stem) + r"_(s\d+|enhanced)\.wav", name) is not None
+def stem_of_output(name):
+    """The input stem whose audio output the file name `name` would be (`<stem>_s<k>.wav`,
+    `<stem>_enhanced.wav`), else None."""
+    match = re.fullmatch(r"(.+)_(s\d+|enhanced)\.wav", name)
+    return match and match.group(1)
 
 
 def overwritten_inputs(files, out_dir):
-    """{input: the first other input in out_dir that its outputs would overwrite} over `files`."""
+    """{input: another input in out_dir that its outputs would overwrite} over `files`."""
     out_dir = os.path.realpath(out_dir)
     in_out_dir = [p for p in files if os.path.dirname(os.path.realpath(p)) == out_dir]
-    found = {}
-    for path in files:
-        victims = [p for p in in_out_dir if is_output_name(os.path.basename(p), output_stem(path))]
-        if victims:
-            found[path] = victims[0]
-    return found
+    victims = {stem_of_output(os.path.basename(p)): p for p in in_out_dir if stem_of_output(os.path.basename(p))}
+    return {path: victims[output_stem(path)] for path in files if output_stem(path) in victims}
 
 
 def existing_outputs(out_dir, stem, with_plot):
@@ -111,7 +109,7 @@ def existing_outputs(out_dir, stem, with_plot):
     `<stem>_enhanced.wav`, the plot)."""
     if not os.path.isdir(out_dir):
         return []
-    found = [os.path.join(out_dir, n) for n in sorted(os.listdir(out_dir)) if is_output_name(n, stem)]
+    found = [os.path.join(out_dir, n) for n in sorted(os.listdir(out_dir)) if stem_of_output(n) == stem]
     plot = plot_path(out_dir, stem)
     if with_plot and os.path.exists(plot):
         found.append(plot)

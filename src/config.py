@@ -127,7 +127,8 @@ _KINDS = {"int": "an integer", "float": "a number", "bool": "true or false", "st
 
 
 def _describe(key):
-    """'an integer >= 1', 'a number in [0, 1)', 'one of graph, pynative', ... for messages."""
+    """What `key` accepts, for messages: 'an integer >= 1', 'a number >= 0 and < 1',
+    'one of graph, pynative', 'a list of numbers (each > 0) or null', ..."""
     if key.choices:
         text = "one of " + ", ".join(map(str, key.choices))
     else:
@@ -138,8 +139,9 @@ def _describe(key):
             bounds.append(f">= {key.low:g}")
         if key.high is not None:
             bounds.append(f"{'<' if key.high_open else '<='} {key.high:g}")
-        items = " (each " + " and ".join(bounds) + ")" if key.kind in ("ints", "floats") and bounds else ""
-        text = _KINDS[key.kind] + (items or (" " + " and ".join(bounds) if bounds else ""))
+        text = _KINDS[key.kind]
+        if bounds:
+            text += f" (each {' and '.join(bounds)})" if key.kind in ("ints", "floats") else " " + " and ".join(bounds)
     return text + (" or null" if key.null else "")
 
 

@@ -79,8 +79,8 @@ DATA = {
         "num_workers": _count(1, doc="data loading workers"),
     },
     "enhancement": {
-        **{f"{split}_{kind}": _path(f"{split} {'clean speech' if kind == 'clean' else 'noise'}: folder (recursive) "
-                                    "or list file") for split in ("train", "valid", "test") for kind in ("clean", "noise")},
+        **{f"{split}_{kind}": _path(f"{split} {what}: folder (searched recursively) or list file")
+           for split in ("train", "valid", "test") for kind, what in (("clean", "clean speech"), ("noise", "noise"))},
         "train_snrs": Key("floats", [-5, 0], doc="dB, one drawn per training item"),
         "valid_snrs": Key("floats", [-5, 0, 5], doc="dB, every validation utterance at every SNR"),
         "test_snrs": Key("floats", [-5, 0, 5]),

@@ -152,8 +152,9 @@ def places(tmp_path_factory, mini_librimix, tiny_data):
     return {"cfg": os.path.join(ROOT, "configs/demo.yaml"), "train": f"{tiny_data}/train.mindrecord0",
             "valid": f"{tiny_data}/valid.mindrecord0", "silent_valid": str(tmp / "silent_mr" / "valid.mindrecord0"),
             "silent_split": str(silent_split), "broken_split": str(broken_split), "silent_key": key,
-            "truncated": str(truncated / "valid.mindrecord0"), "truncated_bytes": truncated_bytes, "ckpt": _tiny_checkpoint(tmp),
-            "rec": str(rec), "existing": str(existing), "bins": str(bins), "file": str(tmp / "afile")}
+            "truncated": str(truncated / "valid.mindrecord0"), "truncated_bytes": truncated_bytes,
+            "ckpt": _tiny_checkpoint(tmp), "rec": str(rec), "existing": str(existing), "bins": str(bins),
+            "file": str(tmp / "afile")}
 
 
 def _tiny_checkpoint(folder):
