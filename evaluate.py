@@ -83,6 +83,14 @@ def default_out_dir(checkpoint):
     return os.path.join(folder, "eval")
 
 
+def output_dir(args):
+    """--out-dir or the default, checked writable before anything is evaluated."""
+    from src.errors import check_output_dir
+    out_dir = args.out_dir or default_out_dir(args.model_path[0])
+    check_output_dir(out_dir, "--out-dir" if args.out_dir else "the default --out-dir")
+    return out_dir
+
+
 def _chained(sources):
     """Utterances of several data folders one after the other, each row tagged with its folder."""
     from src.evaluation import sized
@@ -104,6 +112,7 @@ def evaluate_enhancement(args, cfg, argv):
     """The enhancement report: the config's (or --data-dir's) fixed pairs, scored whole."""
     from src import evaluation
 
+    out_dir = output_dir(args)
     enhancer, cfg = evaluation.load_enhancer(args.model_path, cfg)
     if args.resample:
         cfg.data.resample = True
@@ -116,9 +125,8 @@ def evaluate_enhancement(args, cfg, argv):
     summary = evaluation.summarize_enhancement(rows)
     meta = {"checkpoint": os.path.abspath(args.model_path[0]), "config": cfg.to_dict(), "data": data,
             "sample_rate": cfg.sample_rate, "command": _command(argv)}
-    out_dir = args.out_dir or default_out_dir(args.model_path[0])
-    csv_path, json_path = evaluation.write_report(rows, summary, out_dir, meta)
     evaluation.print_enhancement_summary(summary)
+    csv_path, json_path = evaluation.write_report(rows, summary, out_dir, meta)
     print(f"Per-pair scores: {csv_path}; summary: {json_path}")
     return 1 if summary["failed"] else 0
 
@@ -133,6 +141,7 @@ def main(argv=None):
     if not args.data_dir:
         raise evaluation.EvaluationError("--data-dir is required for a separation model (the test mixtures and "
                                          "their sources)")
+    out_dir = output_dir(args)
     separators, configs = evaluation.load_separators(args.model_path, args.config)
     counting = len(separators) > 1
     sample_rate = next(iter(configs.values())).sample_rate
@@ -169,19 +178,14 @@ def main(argv=None):
         meta["threshold_db"] = args.threshold_db
         meta["unmatched_outputs"] = ("a true source without an output is scored with the mixture as its estimate "
                                      "(0 dB improvement); outputs beyond the true count are not scored")
-    out_dir = args.out_dir or default_out_dir(args.model_path[0])
-    csv_path, json_path = evaluation.write_report(rows, summary, out_dir, meta)
     if counting:
         evaluation.print_counting_summary(summary)
     else:
         evaluation.print_summary(summary)
+    csv_path, json_path = evaluation.write_report(rows, summary, out_dir, meta)
     print(f"Per-utterance scores: {csv_path}; summary: {json_path}")
     return 1 if summary["failed"] else 0
 
 
 if __name__ == "__main__":
-    from src.data.layout import DataError
-    from src.evaluation import EvaluationError
-    from src.inference.separation import SeparationError
-    from src.models.swave import SWaveConfigError
-    run_main(main, user_errors=(DataError, EvaluationError, SeparationError, SWaveConfigError))
+    run_main(main)

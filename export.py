@@ -45,14 +45,13 @@ def main(argv=None):
     import mindspore as ms
 
     from src.config import load_config
-    from src.export import ExportError, check_request, compare_with_network, export_network, graph_for
+    from src.errors import check_output_file
+    from src.export import check_request, compare_with_network, export_network, graph_for, output_path
     from src.training.checkpoint import load_model
     from src.training.context import best_device
 
-    try:
-        device = best_device(args.device_target)
-    except RuntimeError as err:
-        raise ExportError(str(err)) from None
+    check_output_file(output_path(args.file_name, args.file_format), "--file-name")
+    device = best_device(args.device_target)
     ms.set_context(mode=ms.GRAPH_MODE)
     if device == "CPU":
         ms.set_device("CPU")
@@ -77,6 +76,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from src.export import ExportError
-    from src.models.swave import SWaveConfigError
-    run_main(main, user_errors=(ExportError, SWaveConfigError))
+    run_main(main)

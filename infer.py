@@ -65,11 +65,16 @@ def input_length(model_path, backend):
 
 def main(argv=None):
     args = parse_args(argv)
+    from src.errors import OutputError, check_output_dir
     from src.offline_inference import open_runner, run_bins
 
     if args.input_length:
         print(input_length(args.mindir, args.backend))
         return 0
+    if os.path.realpath(args.result_dir) == os.path.realpath(args.bin_dir):
+        raise OutputError(f"--result-dir {args.result_dir}: is --bin-dir; the results take the inputs' names, "
+                          "give another folder")
+    check_output_dir(args.result_dir, "--result-dir")
     runner = open_runner(args.mindir, args.device_target, args.device_id, args.backend)
     run = run_bins(runner, args.mindir, args.bin_dir, args.result_dir)
     print(f"{run['num_inputs']} inputs ({run['audio_seconds']:.1f} s of audio) through {args.mindir} with "
@@ -79,5 +84,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from src.offline_inference import OfflineInferenceError
-    run_main(main, user_errors=(OfflineInferenceError,))
+    run_main(main)

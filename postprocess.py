@@ -37,6 +37,10 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def output_dir(args):
+    return args.out_dir or os.path.join(os.path.dirname(os.path.abspath(args.result_dir)), "report")
+
+
 def _command(argv):
     return " ".join([os.path.basename(sys.argv[0] or "postprocess.py")] + (sys.argv[1:] if argv is None else argv))
 
@@ -61,9 +65,8 @@ def score_enhancement(args, index, run, argv):
     meta = {**_run_meta(run), "config": index["config"], "data": index["data"],
             "sample_rate": index["sample_rate"], "bins": os.path.abspath(args.bin_dir),
             "results": os.path.abspath(args.result_dir), "command": _command(argv)}
-    out_dir = args.out_dir or os.path.join(os.path.dirname(os.path.abspath(args.result_dir)), "report")
-    csv_path, json_path = evaluation.write_report(rows, summary, out_dir, meta)
     evaluation.print_enhancement_summary(summary)
+    csv_path, json_path = evaluation.write_report(rows, summary, output_dir(args), meta)
     print(f"Per-pair scores: {csv_path}; summary: {json_path}")
     return 1 if summary["failed"] else 0
 
@@ -71,8 +74,10 @@ def score_enhancement(args, index, run, argv):
 def main(argv=None):
     args = parse_args(argv)
     from src import evaluation
+    from src.errors import check_output_dir
     from src.offline_inference import ReplaySeparator, indexed_utterances, read_index, read_run
 
+    check_output_dir(output_dir(args), "--out-dir" if args.out_dir else "the default --out-dir")
     index = read_index(args.bin_dir)
     run = read_run(args.result_dir, index, args.bin_dir)
     if index["task"] == "enhancement":
@@ -92,15 +97,11 @@ def main(argv=None):
         "bins": os.path.abspath(args.bin_dir), "results": os.path.abspath(args.result_dir),
         "command": _command(argv),
     }
-    out_dir = args.out_dir or os.path.join(os.path.dirname(os.path.abspath(args.result_dir)), "report")
-    csv_path, json_path = evaluation.write_report(rows, summary, out_dir, meta)
     evaluation.print_summary(summary)
+    csv_path, json_path = evaluation.write_report(rows, summary, output_dir(args), meta)
     print(f"Per-utterance scores: {csv_path}; summary: {json_path}")
     return 1 if summary["failed"] else 0
 
 
 if __name__ == "__main__":
-    from src.data.layout import DataError
-    from src.evaluation import EvaluationError
-    from src.offline_inference import OfflineInferenceError
-    run_main(main, user_errors=(DataError, EvaluationError, OfflineInferenceError))
+    run_main(main)

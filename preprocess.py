@@ -29,12 +29,11 @@ import argparse
 import os
 import sys
 
-from src.audio import AudioError
-from src.config import ConfigError
-from src.data.layout import MIX_TYPES, DataError
-from src.data.mindrecord import convert_folder
-from src.evaluation import EvaluationError, open_utterances
-from src.inference.separation import SeparationError
+from src.cli import run_main
+from src.data.layout import MIX_TYPES
+from src.data.mindrecord import SILENT_SOURCE, convert_folder
+from src.errors import check_output_dir
+from src.evaluation import open_utterances
 from src.offline_inference import OfflineInferenceError, plan_windows, write_enhancement_bins, write_input_bins
 
 
@@ -74,6 +73,9 @@ def parse_args(argv=None):
     parser.add_argument("--test-name", default="test")
     parser.add_argument("--resample", action="store_true", help="resample files at another rate (soxr)")
     parser.add_argument("--downmix", action="store_true", help="average the channels of multi-channel files")
+    parser.add_argument("--refuse-silent", action="store_true",
+                        help="treat silent sources as errors (default: a warning naming each; evaluation and "
+                             "validation cannot score utterances with one)")
     infer = parser.add_argument_group("offline inference (instead of MindRecord)")
     infer.add_argument("--infer-bins", metavar="BINS",
                        help="write the test mixtures as raw float32 model inputs + BINS/index.json "
@@ -102,11 +104,15 @@ def parse_args(argv=None):
 
 def convert(args):
     """The MindRecord conversion mode: writes the splits and prints what was written."""
+    check_output_dir(args.out_dir)
     written = convert_folder(
         args.data_dir, args.out_dir, args.sample_rate or DEFAULT_SAMPLE_RATE, args.num_shards, mix_type=args.mix_type,
         num_speakers=args.num_speakers, split=args.split, resample=args.resample, downmix=args.downmix,
+        refuse_silent=args.refuse_silent,
         split_names={"train": args.train_name, "valid": args.valid_name, "test": args.test_name})
     for info in written:
+        for path in info["silent_sources"]:
+            print(f"warning: {path}: {SILENT_SOURCE} (--refuse-silent makes this an error)", file=sys.stderr)
         seconds = info["total_samples"] / info["sample_rate"]
         shards = info["files"]
         files = shards[0] if len(shards) == 1 else f"{shards[0][:-1]}{{0..{len(shards) - 1}}}"
@@ -117,6 +123,7 @@ def convert(args):
 
 def write_infer_bins(args):
     """The offline-inference mode: every model input of the test mixtures as a .bin file + index."""
+    check_output_dir(args.infer_bins, "--infer-bins")
     sample_rate = args.sample_rate or DEFAULT_SAMPLE_RATE
     window, overlap = plan_windows(sample_rate, args.fixed_length, args.window_seconds, args.overlap_seconds)
     split = args.split or "test"
@@ -144,23 +151,20 @@ def write_enhancement_infer_bins(args):
         cfg.data.resample = True
     if args.downmix:
         cfg.data.downmix = True
+    check_output_dir(args.infer_bins, "--infer-bins")
     write_enhancement_bins(cfg, args.infer_bins, args.split or "test", args.max_utterances)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        if args.config:
-            write_enhancement_infer_bins(args)
-        elif args.infer_bins:
-            write_infer_bins(args)
-        else:
-            convert(args)
-    except (DataError, AudioError, ConfigError, EvaluationError, OfflineInferenceError, SeparationError) as err:
-        print(f"preprocess.py: error: {err}", file=sys.stderr)
-        return 2
+    if args.config:
+        write_enhancement_infer_bins(args)
+    elif args.infer_bins:
+        write_infer_bins(args)
+    else:
+        convert(args)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -7,7 +7,8 @@ INPUT: audio files, folders (their audio files, not recursive) or glob patterns 
 Writes OUT/<name>_s1.wav ... OUT/<name>_sC.wav (16-bit, at the model's sample rate) and with
 --plot OUT/<name>_spectrogram.png (mixture and every speaker). Existing outputs are never
 overwritten without --force (the message names the file); with --force, older outputs of the
-same input beyond the new speaker count are removed.
+same input beyond the new speaker count are removed. Inputs are never overwritten: an input
+whose outputs would take another input's name (rec.wav and rec_s1.wav in OUT) is refused.
 
 Inputs at another sample rate are resampled (soxr) and multi-channel inputs averaged to mono,
 each with a note. Inputs longer than --window-seconds are separated in overlapping windows, so
@@ -34,12 +35,10 @@ import sys
 import numpy as np
 
 from src.cli import run_main
-
-# a file whose peak stays below one 16-bit step holds nothing to separate
-SILENCE_PEAK = 1.0 / 32768
+from src.errors import UserError
 
 
-class InputError(ValueError):
+class InputError(UserError):
     """An input path that gives no audio file; str() names it."""
 
 
@@ -91,13 +90,27 @@ def output_path(out_dir, stem, index, enhancement):
     return os.path.join(out_dir, f"{stem}_enhanced.wav" if enhancement else f"{stem}_s{index + 1}.wav")
 
 
+def stem_of_output(name):
+    """The input stem whose audio output the file name `name` would be (`<stem>_s<k>.wav`,
+    `<stem>_enhanced.wav`), else None."""
+    match = re.fullmatch(r"(.+)_(s\d+|enhanced)\.wav", name)
+    return match and match.group(1)
+
+
+def overwritten_inputs(files, out_dir):
+    """{input: another input in out_dir that its outputs would overwrite} over `files`."""
+    out_dir = os.path.realpath(out_dir)
+    in_out_dir = [p for p in files if os.path.dirname(os.path.realpath(p)) == out_dir]
+    victims = {stem_of_output(os.path.basename(p)): p for p in in_out_dir if stem_of_output(os.path.basename(p))}
+    return {path: victims[output_stem(path)] for path in files if output_stem(path) in victims}
+
+
 def existing_outputs(out_dir, stem, with_plot):
     """Paths in out_dir that processing `stem` would overwrite (any `<stem>_s<k>.wav`,
     `<stem>_enhanced.wav`, the plot)."""
     if not os.path.isdir(out_dir):
         return []
-    pattern = re.compile(re.escape(stem) + r"_(s\d+|enhanced)\.wav")
-    found = [os.path.join(out_dir, n) for n in sorted(os.listdir(out_dir)) if pattern.fullmatch(n)]
+    found = [os.path.join(out_dir, n) for n in sorted(os.listdir(out_dir)) if stem_of_output(n) == stem]
     plot = plot_path(out_dir, stem)
     if with_plot and os.path.exists(plot):
         found.append(plot)
@@ -111,7 +124,7 @@ def plot_path(out_dir, stem):
 def read_mixture(path, sample_rate, min_samples):
     """The input as mono float32 at `sample_rate` -> (mixture, notes). AudioError naming the file
     when it is unreadable, empty, too short or silent."""
-    from src.audio import AudioError, audio_info, read_audio
+    from src.audio import AudioError, audio_info, is_silent, read_audio
 
     rate, _, channels = audio_info(path)
     notes = []
@@ -123,8 +136,8 @@ def read_mixture(path, sample_rate, min_samples):
     if len(mixture) < min_samples:
         raise AudioError(path, f"is too short: {len(mixture)} samples at {sample_rate} Hz "
                                f"(the model needs at least {min_samples})")
-    peak = float(np.max(np.abs(mixture)))
-    if peak < SILENCE_PEAK:
+    if is_silent(mixture):
+        peak = float(np.max(np.abs(mixture)))
         level = "all samples are zero" if peak == 0 else f"peak {20 * np.log10(peak):.0f} dBFS"
         raise AudioError(path, f"holds only silence ({level}): nothing to separate")
     return mixture, notes
@@ -188,6 +201,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from src.audio import AudioError
+    from src.errors import check_output_dir
     from src.evaluation import load_separators, min_input_samples, pretrained_separation_models, window_samples
     from src.inference.separation import SeparationError
 
@@ -197,6 +211,8 @@ def main(argv=None):
     if not files:
         print("error: no input to separate", file=sys.stderr)
         return 1
+    check_output_dir(args.out_dir)
+    clobbering = overwritten_inputs(files, args.out_dir)
     separators, configs = load_separators(args.model_path or pretrained_separation_models(), args.config)
     sample_rate = next(iter(configs.values())).sample_rate
     min_samples = max(min_input_samples(cfg) for cfg in configs.values())
@@ -207,6 +223,9 @@ def main(argv=None):
     for path in files:
         stem = output_stem(path)
         try:
+            if path in clobbering:
+                raise InputError(f"{path}: its outputs would overwrite the input {clobbering[path]} in --out-dir "
+                                 f"{args.out_dir}; give another --out-dir")
             if stem in first_with_stem:
                 raise InputError(f"{path}: its outputs would take the names of those of {first_with_stem[stem]} "
                                  f"({stem}_s1.wav, ...); separate it in another run or rename it")
@@ -228,6 +247,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from src.evaluation import EvaluationError
-    from src.models.swave import SWaveConfigError
-    run_main(main, user_errors=(EvaluationError, SWaveConfigError))
+    run_main(main)

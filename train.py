@@ -9,7 +9,7 @@ import argparse
 from src.cli import run_main
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", required=True, help="yaml config (configs/*.yaml)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.lr=1e-3 model.R=4")
@@ -17,15 +17,11 @@ def main():
                         help="start over even if the experiment has checkpoints (old ones are moved aside)")
     parser.add_argument("--distributed", action="store_true",
                         help="data-parallel worker (started by scripts/run_distribute_train.sh / msrun)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     from src.config import load_config
-    from src.training.trainer import TrainingError, train
-    cfg = load_config(args.config, args.overrides)
-    try:
-        train(cfg, restart=args.restart, distributed=args.distributed)
-    except TrainingError as err:
-        raise SystemExit(f"error: {err}") from None
+    from src.training.trainer import train
+    train(load_config(args.config, args.overrides), restart=args.restart, distributed=args.distributed)
 
 
 if __name__ == "__main__":

@@ -52,9 +52,9 @@ from src.config import ConfigError, load_config
 workers, table_path, config, overrides = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
 try:
     cfg = load_config(config, overrides)
-except (ConfigError, FileNotFoundError, ValueError) as err:
+except ConfigError as err:
     sys.exit(f"error: {err}")
-batch = int(cfg.train.batch_size)
+batch = cfg.train.batch_size
 if batch % workers:
     sys.exit(f"error: train.batch_size={batch} is the global batch and must be divisible by DEVICE_NUM={workers} "
              f"(e.g. train.batch_size={workers * max(1, round(batch / workers))})")
@@ -74,8 +74,8 @@ if table_path:
         sys.exit(f"error: {table_path}: has {len(device_ids)} devices but DEVICE_NUM={workers}")
     from src.training.context import best_device
     try:
-        device = best_device(cfg.get("device_target", "auto"))
-    except RuntimeError as err:
+        device = best_device(cfg.device_target)
+    except ConfigError as err:
         sys.exit(f"error: {err}")
     if device != "Ascend":
         sys.exit(f"error: a rank table (RANK_TABLE_FILE={table_path}) is for Ascend (HCCL) but the device is "

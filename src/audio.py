@@ -4,8 +4,18 @@ import os
 import numpy as np
 import soundfile as sf
 
+from src.errors import UserError
 
-class AudioError(ValueError):
+# a signal whose peak stays below one 16-bit step is silent: nothing to separate, nothing to score
+SILENCE_PEAK = 1.0 / 32768
+
+
+def is_silent(signal):
+    """True when the peak of `signal` (any shape) is below one 16-bit step (SILENCE_PEAK)."""
+    return float(np.max(np.abs(signal))) < SILENCE_PEAK
+
+
+class AudioError(UserError):
     """An audio file that cannot be used; str() names the file and the problem."""
 
     def __init__(self, path, problem):

@@ -1,20 +1,29 @@
-"""Shared pieces of the entry scripts: clear errors instead of tracebacks."""
+"""Shared pieces of the entry scripts: one `error:` line instead of a traceback.
+
+Every entry script runs its main() through `run_main`: a `UserError` (src/errors.py: config,
+data, audio, checkpoint, output location, ...) is printed as `error: <message>` with exit
+status 2. `--debug` on any entry script's command line, or `GDPRNN_DEBUG=1` in the environment,
+shows the traceback instead.
+"""
+import os
 import sys
 
-from src.audio import AudioError
-from src.config import ConfigError
+from src.errors import UserError
 
-# errors that mean "the user's input is wrong": printed as one message, exit status 2
-USER_ERRORS = (AudioError, ConfigError, FileNotFoundError)
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "GDPRNN_DEBUG"
 
 
-def run_main(main, user_errors=()):
-    """Call main(); turn the project's own errors into `error: <message>` and exit 2."""
-    from src.training.checkpoint import CheckpointError
-    known = USER_ERRORS + (CheckpointError,) + tuple(user_errors)
+def run_main(main):
+    """Call main() (which parses sys.argv without `--debug`) and exit with its status; a
+    UserError -> `error: <message>` on stderr, exit 2 (re-raised in debug mode)."""
+    debug = DEBUG_FLAG in sys.argv[1:] or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    sys.argv = [sys.argv[0]] + [arg for arg in sys.argv[1:] if arg != DEBUG_FLAG]
     try:
         status = main()
-    except known as err:
+    except UserError as err:
+        if debug:
+            raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

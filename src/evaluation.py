@@ -26,6 +26,7 @@ from collections import Counter, defaultdict
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from src.errors import UserError
 from src.inference.separation import SeparationError, separate_long, separate_whole
 from src.inference.speaker_count import DEFAULT_THRESHOLD_DB, count_and_separate
 from src.metrics import MetricError, crop_to_shortest, pesq_score, score_utterance, sdr, si_snr, stoi_score
@@ -37,7 +38,7 @@ DEFAULT_OVERLAP_SECONDS = 2.0
 LOOKAHEAD_PER_BATCH = 4
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UserError):
     """Models or options that cannot be evaluated together; the message says why."""
 
 

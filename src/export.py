@@ -24,6 +24,8 @@ import os
 
 import numpy as np
 
+from src.errors import UserError
+
 FORMATS = ("MINDIR", "ONNX", "AIR")
 SUFFIXES = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
 # largest |exported - network| accepted, relative to max(1, peak |network output|): float32
@@ -31,7 +33,7 @@ SUFFIXES = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
 RELATIVE_TOLERANCE = 1e-4
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """An export that cannot be done or whose file does not compute what the network computes."""
 
 

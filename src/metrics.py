@@ -15,6 +15,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from src.audio import resample
+from src.errors import UserError
 
 EPS = 1e-8
 # Exhaustive search up to this many speakers (5! = 120 candidates), Hungarian algorithm above.
@@ -23,7 +24,7 @@ MAX_SPEAKERS_EXHAUSTIVE = 5
 SDR_FILTER_LENGTH = 512
 
 
-class MetricError(ValueError):
+class MetricError(UserError):
     """Inputs a metric cannot be computed on; the message says why."""
 
 

@@ -54,6 +54,7 @@ import uuid
 
 import numpy as np
 
+from src.errors import UserError
 from src.inference.separation import separate_long, separate_whole
 
 INDEX_NAME = "index.json"
@@ -64,7 +65,7 @@ INPUT_DTYPES = {"float32": np.dtype("<f4"), "int32": np.dtype("<i4")}
 TASKS = ("separation", "enhancement")
 
 
-class OfflineInferenceError(ValueError):
+class OfflineInferenceError(UserError):
     """Missing or mismatched offline-inference files; the message names the file and the fix."""
 
 
@@ -326,10 +327,7 @@ class MindSporeRunner:
     def __init__(self, path, device_target="auto", device_id=0):
         import mindspore as ms
         from src.training.context import best_device
-        try:
-            self.device = best_device(device_target)
-        except RuntimeError as err:
-            raise OfflineInferenceError(str(err)) from None
+        self.device = best_device(device_target)
         ms.set_context(mode=ms.GRAPH_MODE)
         if self.device == "CPU":
             ms.set_device("CPU")

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from src.config import ConfigError, load_config, save_config
+from src.config import Config, ConfigError, load_config, save_config
 from src.training.lr_schedule import MultiStepLR, PlateauLR, StepLR, build_lr_schedule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,7 +24,7 @@ def test_bad_overrides_are_explained():
     path = os.path.join(ROOT, "configs/demo.yaml")
     with pytest.raises(ConfigError, match="key=value"):
         load_config(path, ["train.lr"])
-    with pytest.raises(ConfigError, match="no section 'trian'"):
+    with pytest.raises(ConfigError, match="trian: unknown key, did you mean train"):
         load_config(path, ["trian.lr=1"])
     with pytest.raises(ConfigError, match="not found"):
         load_config("configs/nope.yaml")
@@ -48,3 +48,53 @@ def test_lr_schedules():
     restored = PlateauLR(1.0, factor=0.5, patience=2)
     restored.load_state_dict(plateau.state_dict())
     assert restored.step(9, 1.0) == plateau.step(9, 1.0)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lrr=1", "train.lrr: unknown key, did you mean train.lr?"),
+    ("model.CC=3", "model.CC: unknown key, did you mean model.C?"),
+    ("train.dynamic_mixing=true", "did you mean data.dynamic_mixing?"),     # right key, wrong section
+    ("data.train_snrs=[0]", "data.train_snrs: not a key of a separation config"),
+    ("train.lr=-1", "train.lr: must be a number > 0, got -1"),
+    ("train.epochs=-1", "train.epochs: must be an integer >= 1, got -1"),
+    ("train.batch_size=abc", "train.batch_size: must be an integer >= 1, got 'abc'"),
+    ("train.batch_size=2.5", "train.batch_size: must be an integer >= 1, got 2.5"),
+    ("train=5", "train: must be a section"),
+    ("model.lstm=fast", "model.lstm: must be one of auto, fused, native, got 'fast'"),
+    ("data.dynamic_mixing=1", "must be true or false"),
+    ("data.dm_gain_db=-1", "data.dm_gain_db: must be a number >= 0"),
+    ("data.steps_per_epoch=0", "data.steps_per_epoch: must be an integer >= 1"),
+    ("train.lr_decay.type=multistep", "multistep needs milestones and one more value"),
+    ("task=translation", "task: 'translation' is not a known task (known: separation, enhancement)"),
+    ("model.name=tasnet", "model.name: 'tasnet' is not a known model (known: swave, rtransformer)"),
+])
+def test_schema_refuses_unknown_keys_wrong_types_and_ranges(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(os.path.join(ROOT, "configs/demo.yaml"), [override])
+    assert message in str(err.value)
+
+
+def test_schema_lists_every_problem_fills_defaults_and_converts_numbers(tmp_path):
+    with pytest.raises(ConfigError, match="2 problems") as err:
+        load_config(os.path.join(ROOT, "configs/demo.yaml"), ["train.lrr=1", "model.N=0"])
+    assert "train.lrr" in str(err.value) and "model.N: must be an integer >= 1, got 0" in str(err.value)
+    (tmp_path / "small.yaml").write_text("experiment_dir: x\nsample_rate: 8000\nsegment: 1\n"
+                                         "model: {name: swave, N: 8, L: 4, H: 8, R: 1, C: 2}\n"
+                                         "train: {epochs: 1, batch_size: 2, lr: 1}\n")
+    cfg = load_config(str(tmp_path / "small.yaml"), ["data.train_speech=speech.lst"])
+    assert cfg.task == "separation" and cfg.model.lstm == "auto" and cfg.train.valid_every == 1
+    assert cfg.data.train_speech == "speech.lst" and cfg.data.steps_per_epoch == 1000 and cfg.data.train is None
+    assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float) and cfg.segment == 1.0
+    assert cfg.train.lr_decay.type == "constant"
+    (tmp_path / "bare.yaml").write_text("model: {name: swave}\n")
+    with pytest.raises(ConfigError, match="model.N: missing"):
+        load_config(str(tmp_path / "bare.yaml"))
+
+
+def test_schema_knows_every_key_the_shipped_configs_use():
+    """Every shipped config passes its task's and model's schema, and checking the resolved
+    config again changes nothing."""
+    from src.config import check_config
+    for name in os.listdir(os.path.join(ROOT, "configs")):
+        cfg = load_config(os.path.join(ROOT, "configs", name))
+        assert check_config(Config(cfg.to_dict())).to_dict() == cfg.to_dict(), name

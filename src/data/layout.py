@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from src.audio import AudioError, header_problems, read_audio
+from src.errors import UserError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 LIBRIMIX_SPLITS = {"train": ("train-360", "train-100", "train"), "valid": ("dev",), "test": ("test",)}
@@ -25,14 +26,15 @@ MIX_TYPES = ("mix_clean", "mix_both", "mix_single")
 _SOURCE_DIR = re.compile(r"^s(\d+)$")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Unusable data; the message lists every problem found (each naming its file)."""
 
     def __init__(self, problems, context=None):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         head = f"{context}: " if context else ""
         if len(self.problems) == 1:
-            message = head + self.problems[0]
+            problem = self.problems[0]   # a problem naming a file inside `context` says enough
+            message = problem if context and problem.startswith(context) else head + problem
         else:
             message = f"{head}{len(self.problems)} problems:\n" + "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(message)

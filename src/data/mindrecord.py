@@ -8,7 +8,9 @@ length int32, sample_rate int32. FileWriter spreads the rows over the shards, so
 
 Writing goes to a hidden folder `out_dir/.<name>.partial` and the files are moved into place only
 after the writer committed and no utterance had a problem; the old files of the split (any shard
-count) are removed just before. A failure leaves the previous output untouched.
+count) are removed just before. A failure leaves the previous output untouched. The manifest
+records every file's size (`file_bytes`), so a truncated or replaced shard is named when the split
+is opened, and the sources that are silent (`silent_sources`: nothing to score them against).
 """
 import json
 import os
@@ -18,10 +20,11 @@ from collections import Counter
 
 import numpy as np
 
-from src.audio import AudioError, audio_info
+from src.audio import AudioError, audio_info, is_silent
 from src.data.layout import DataError, load_utterance, resampled_length
 
 MANIFEST_VERSION = 1
+SILENT_SOURCE = "silent source (peak below one 16-bit step): utterances with it cannot be scored (SI-SNR, SDR)"
 _ROWS_PER_WRITE = 16          # rows handed to FileWriter at once (bounds memory)
 _MIN_PAGE = 1 << 16           # page sizes are multiples of this (MindRecord's default, 32 MB, pads small splits)
 _MAX_PAGE = 1 << 28           # FileWriter's limit (256 MB); a row must fit in one page
@@ -82,11 +85,14 @@ class StagedSplit:
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
 
-def stage_split(utterances, out_dir, name, num_shards, sample_rate, resample=False, downmix=False):
+def stage_split(utterances, out_dir, name, num_shards, sample_rate, resample=False, downmix=False,
+                refuse_silent=False):
     """Read `utterances` (layout.Utterance list) and write split `name` to a hidden folder in out_dir.
 
     num_shards is capped at the number of rows (no empty shard). Raises DataError listing every
-    unusable utterance (nothing staged then). Returns a StagedSplit; call `publish()` or `discard()`.
+    unusable utterance (nothing staged then); with `refuse_silent`, silent sources are problems too
+    (otherwise they are listed in the manifest's `silent_sources`). Returns a StagedSplit; call
+    `publish()` or `discard()`.
     """
     from mindspore.mindrecord import FileWriter
 
@@ -130,13 +136,17 @@ def stage_split(utterances, out_dir, name, num_shards, sample_rate, resample=Fal
         writer.add_index(["key"])
         writer.set_page_size(page_size)
         writer.set_header_size(header_size)
-        rows, entries = [], []
+        rows, entries, silent = [], [], []
         for utt in utterances:
             try:
                 mix, src = load_utterance(utt, sample_rate, resample, downmix)
             except DataError as err:
                 problems += err.problems
                 continue
+            quiet = [path for path, signal in zip(utt.sources, src) if is_silent(signal)]
+            silent += quiet
+            if refuse_silent:
+                problems += [f"{path}: {SILENT_SOURCE}" for path in quiet]
             if problems:   # keep checking the rest, but stop buffering rows
                 continue
             rows.append({"key": utt.key, "mix": mix.astype(np.float32), "src": src.astype(np.float32),
@@ -157,6 +167,8 @@ def stage_split(utterances, out_dir, name, num_shards, sample_rate, resample=Fal
                     "total_samples": int(sum(e["length"] for e in entries)),
                     "shards": sorted((f for f in os.listdir(tmp_dir) if not f.endswith(".db")),
                                      key=lambda f: int(f[len(name) + len(".mindrecord"):])),
+                    "file_bytes": {f: os.path.getsize(os.path.join(tmp_dir, f)) for f in sorted(os.listdir(tmp_dir))},
+                    "silent_sources": [os.path.abspath(p) for p in silent],
                     "utterances": entries}
         with open(os.path.join(tmp_dir, f"{name}.json"), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=1)
@@ -179,6 +191,8 @@ def write_split(utterances, out_dir, name, num_shards, sample_rate, resample=Fal
 def read_split_info(path):
     """Manifest of a split -> dict (see stage_split) plus `files` (absolute shard paths) and
     `manifest_path`. `path`: `<name>.mindrecord0` (any shard), the prefix `<dir>/<name>`, or `<name>.json`."""
+    if not path:
+        raise DataError("no MindRecord split given (empty path; set data.train / data.valid, or --data-dir)")
     path = os.fspath(path)
     if path.endswith(".json"):
         prefix = path[:-len(".json")]
@@ -186,6 +200,8 @@ def read_split_info(path):
         prefix = re.sub(r"\.mindrecord\d*$", "", path)
     manifest_path = prefix + ".json"
     if not os.path.isfile(manifest_path):
+        if not os.path.exists(path):
+            raise DataError(f"{path}: missing (no such file or folder)")
         raise DataError(f"{path}: no MindRecord split here (its manifest {manifest_path} is missing; "
                         "splits are written by preprocess.py)")
     try:
@@ -202,12 +218,17 @@ def read_split_info(path):
     missing = [f for shard in info["files"] for f in (shard, shard + ".db") if not os.path.isfile(f)]
     if missing:
         raise DataError([f"{f}: missing (listed by {manifest_path})" for f in missing])
+    changed = [f"{os.path.join(folder, f)}: {os.path.getsize(os.path.join(folder, f))} bytes, but preprocess.py wrote "
+               f"{size} (truncated or replaced; run preprocess.py again)"
+               for f, size in info.get("file_bytes", {}).items() if os.path.getsize(os.path.join(folder, f)) != size]
+    if changed:
+        raise DataError(changed)
     info["manifest_path"] = os.path.abspath(manifest_path)
     return info
 
 
 def convert_folder(data_dir, out_dir, sample_rate, num_shards, mix_type="mix_clean", num_speakers=None,
-                   split=None, split_names=None, resample=False, downmix=False):
+                   split=None, split_names=None, resample=False, downmix=False, refuse_silent=False):
     """Convert every split found in data_dir (layout.find_splits) to MindRecord splits in out_dir.
 
     split_names: {"train"|"valid"|"test"|<single split name>: output name}; unlisted names are kept.
@@ -232,7 +253,7 @@ def convert_folder(data_dir, out_dir, sample_rate, num_shards, mix_type="mix_cle
         for name, found in splits.items():
             try:
                 staged.append(stage_split(found.utterances, out_dir, split_names.get(name, name), num_shards,
-                                          sample_rate, resample, downmix))
+                                          sample_rate, resample, downmix, refuse_silent))
             except DataError as err:
                 problems += err.problems
         if problems:

@@ -18,10 +18,11 @@ the order). Choose an overlap longer than typical pauses (about 1 s or more).
 """
 import numpy as np
 
+from src.errors import UserError
 from src.metrics import best_permutation_from_scores
 
 
-class SeparationError(ValueError):
+class SeparationError(UserError):
     """Bad input to a separator or bad output from one; the message says which and why."""
 
 

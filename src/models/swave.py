@@ -18,12 +18,13 @@ import numpy as np
 from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import Constant, Uniform, XavierNormal, initializer
 
+from src.errors import UserError
 from src.models.lstm import FusedBiLSTMs, fused_bilstms, fused_lstm_available, static_shape
 
 LSTM_IMPLEMENTATIONS = ("auto", "native", "fused")
 
 
-class SWaveConfigError(ValueError):
+class SWaveConfigError(UserError):
     """Hyper-parameters SWave cannot be built with."""
 
 

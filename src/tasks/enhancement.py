@@ -190,7 +190,7 @@ class EnhancementTask:
             count += snr_index == 0
         if not count and size == 1:
             raise DataError(f"data.{split}_clean gave no validation pairs")
-        means = combine_means(sums.ravel(), count, info).reshape(len(snrs), len(names))
+        means = combine_means(sums.ravel(), count, info)[0].reshape(len(snrs), len(names))
         metrics = {"score": float(means[:, 1].mean())}
         for snr, row in zip(snrs, means):
             for name, value in zip(names, row):

@@ -1,22 +1,26 @@
 """Speech separation (SWave): data, loss and validation wiring for the shared trainer."""
+import logging
+
 import numpy as np
 
 from src.data.dataset import create_train_dataset, iterate_utterances
 from src.data.mixing import SpeechMixer, load_speakers
 from src.inference.network import NetworkSeparator
 from src.losses import SeparationLoss
-from src.metrics import score_utterance
+from src.metrics import MetricError, score_utterance
 from src.models import build_model
 from src.training.context import all_reduce_sum
 
+log = logging.getLogger("gdprnn")
+
 
 def combine_means(sums, counts, info):
-    """Means over the items of all workers: (sums `(n,)` summed over workers) / (counts summed
-    over workers) -> float64 `(n,)`; 0 where no worker had an item. `info`: RunInfo (None = one worker)."""
+    """Means over the items of all workers -> (float64 `(n,)`: sums `(n,)` summed over workers / counts
+    summed over workers, 0 where no worker had an item; that total count). `info`: RunInfo (None = one worker)."""
     totals = np.concatenate([np.asarray(sums, np.float64).reshape(-1), [float(counts)]])
     if info is not None and info.distributed:
         totals = all_reduce_sum(totals)
-    return totals[:-1] / max(totals[-1], 1.0)
+    return totals[:-1] / max(totals[-1], 1.0), int(totals[-1])
 
 
 class SeparationTask:
@@ -33,12 +37,11 @@ class SeparationTask:
         the fly from `data.train_speech` (`data.steps_per_epoch` batches) when it is set, otherwise
         from the MindRecord split `data.train`."""
         segment = int(round(cfg.segment * cfg.sample_rate))
-        if cfg.data.get("train_speech"):
+        if cfg.data.train_speech:
             speech = str(cfg.data.train_speech)
             mixer = SpeechMixer(load_speakers(speech, cfg.sample_rate), cfg.model.C, segment,
-                                cfg.data.get("dm_gain_db", 2.5), cfg.seed, where=speech)
-            return mixer.epoch_batches(epoch, int(cfg.data.get("steps_per_epoch", 1000)), cfg.train.batch_size,
-                                       num_shards, shard_id)
+                                cfg.data.dm_gain_db, cfg.seed, where=speech)
+            return mixer.epoch_batches(epoch, cfg.data.steps_per_epoch, cfg.train.batch_size, num_shards, shard_id)
         dataset = create_train_dataset(
             cfg.data.train, segment_samples=segment,
             batch_size=cfg.train.batch_size // num_shards, seed=cfg.seed, epoch=epoch,
@@ -48,7 +51,8 @@ class SeparationTask:
         return dataset.create_tuple_iterator(output_numpy=True, num_epochs=1)
 
     def validate(self, net, cfg, info=None):
-        """Mean SI-SNRi and SDRi (dB) over full validation utterances; score = SI-SNRi."""
+        """Mean SI-SNRi and SDRi (dB) over full validation utterances; score = SI-SNRi. Utterances that
+        cannot be scored (e.g. a silent source) are skipped and named in the log, as evaluate.py does."""
         separator = NetworkSeparator(net)
         limit = int(cfg.train.get("valid_max_utterances", 0) or 0)
         rank, size = (info.rank, info.group_size) if info is not None else (0, 1)
@@ -59,8 +63,14 @@ class SeparationTask:
             if i % size != rank:
                 continue
             est = separator(utt["mix"][None])[0]
-            scores = score_utterance(est, utt["src"], utt["mix"], cfg.sample_rate)
+            try:
+                scores = score_utterance(est, utt["src"], utt["mix"], cfg.sample_rate)
+            except MetricError as err:
+                log.warning(f"validation: {utt['key']} skipped ({err})")
+                continue
             sums += (scores["si_snri"], scores["sdri"])
             count += 1
-        si_snri, sdri = combine_means(sums, count, info)
+        (si_snri, sdri), scored = combine_means(sums, count, info)
+        if not scored:
+            raise MetricError(f"{cfg.data.valid}: no validation utterance could be scored")
         return {"score": float(si_snri), "si_snri": float(si_snri), "sdri": float(sdri)}

@@ -14,12 +14,13 @@ import shutil
 import mindspore as ms
 
 from src.config import Config, yaml_load
+from src.errors import UserError
 
 CHECKPOINT_DIR = "checkpoints"
 _EPOCH_RE = re.compile(r"epoch_(\d+)\.ckpt$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be used; the message names the file and the problem."""
 
 
@@ -52,7 +53,7 @@ def save_training_checkpoint(path, optimizer, meta, network=None):
         params.update((p.name, p) for p in network.get_parameters())
     ms.save_checkpoint([{"name": name, "data": p} for name, p in params.items()], tmp,
                        append_dict={"meta": json.dumps(meta)})
-    os.replace(tmp, path)
+    _publish(tmp, path)
 
 
 def prune_checkpoints(exp_dir, keep):
@@ -64,7 +65,23 @@ def prune_checkpoints(exp_dir, keep):
 def copy_atomic(src, dst):
     tmp = dst + ".tmp"
     shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    _publish(tmp, dst)
+
+
+def _publish(tmp, path):
+    """Rename the finished file `tmp` to `path`, durably: its data is synced first and the folder
+    after; it gets the usual file mode (MindSpore writes checkpoints read-only, 0400)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    folder = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def read_checkpoint(path):

@@ -7,6 +7,8 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
+from src.config import ConfigError
+
 _DEVICE_PREFERENCE = ("Ascend", "GPU", "CPU")
 
 
@@ -29,7 +31,7 @@ def best_device(requested="auto"):
     """`auto` -> the first available of Ascend, GPU, CPU; otherwise the requested one if available."""
     if requested and requested != "auto":
         if not ms.hal.is_available(requested):
-            raise RuntimeError(f"device_target={requested} is not available in this MindSpore installation "
+            raise ConfigError(f"device_target={requested} is not available in this MindSpore installation "
                                f"(available: {', '.join(d for d in _DEVICE_PREFERENCE if ms.hal.is_available(d))})")
         return requested
     return next(d for d in _DEVICE_PREFERENCE if ms.hal.is_available(d))
@@ -51,8 +53,8 @@ def _set_device(device):
 def init_context(cfg, distributed=False):
     """Set device, execution mode and seeds from the config; with `distributed`, initialise
     collectives (msrun / rank table) and data-parallel mode. Returns RunInfo."""
-    device = best_device(cfg.get("device_target", "auto"))
-    mode = ms.GRAPH_MODE if str(cfg.get("mode", "graph")).lower() == "graph" else ms.PYNATIVE_MODE
+    device = best_device(cfg.device_target)
+    mode = ms.GRAPH_MODE if cfg.mode == "graph" else ms.PYNATIVE_MODE
     ms.set_context(mode=mode)
     _set_device(device)
     ms.set_seed(int(cfg.seed))

@@ -115,5 +115,4 @@ class Adam(nn.Optimizer):
 def build_optimizer(network, train_cfg):
     """Adam (PyTorch's) over the trainable parameters; the lr is a Parameter the trainer sets each epoch."""
     return Adam(network.trainable_params(), learning_rate=ms.Parameter(
-        ms.Tensor(float(train_cfg.lr), ms.float32), name="learning_rate"),
-        weight_decay=float(train_cfg.get("weight_decay", 0.0)))
+        ms.Tensor(train_cfg.lr, ms.float32), name="learning_rate"), weight_decay=train_cfg.weight_decay)

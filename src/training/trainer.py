@@ -17,6 +17,7 @@ import yaml
 from tqdm import tqdm
 
 from src.config import save_config
+from src.errors import UserError, check_output_dir
 from src.tasks import get_task
 from src.training import checkpoint as ckpt
 from src.training.context import all_reduce_sum, init_context
@@ -29,7 +30,7 @@ log = logging.getLogger("gdprnn")
 _RESUME_FIXED = ("task", "sample_rate", "model")
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError):
     """Training cannot go on; the message says why and what was kept."""
 
 
@@ -82,6 +83,8 @@ def train(cfg, restart=False, distributed=False):
     """Train (or resume) the experiment described by `cfg`. Returns the final state dict."""
     info = init_context(cfg, distributed)
     exp_dir = cfg.experiment_dir
+    if info.is_main:
+        check_output_dir(exp_dir, "experiment_dir")
     _setup_logging(exp_dir, info.is_main)
     task = get_task(cfg.task)
     train_cfg = cfg.train
@@ -93,7 +96,7 @@ def train(cfg, restart=False, distributed=False):
     optimizer = build_optimizer(net, train_cfg)
     schedule = build_lr_schedule(train_cfg)
     state = {"epoch": 0, "step": 0, "best_score": None, "best_epoch": None,
-             "nonfinite_steps": 0, "history": []}
+             "nonfinite_steps": 0, "validation_pending": False, "history": []}
 
     if restart and info.is_main:
         archived = _archive_old_run(exp_dir)
@@ -109,7 +112,7 @@ def train(cfg, restart=False, distributed=False):
         state = meta["state"]
         schedule.load_state_dict(meta["lr_schedule"])
         log.info(f"resuming from {resume_from} (epoch {state['epoch']}, step {state['step']})")
-    elif train_cfg.get("init_from"):
+    elif train_cfg.init_from:
         fresh = ckpt.load_matching(net, ckpt.read_checkpoint(train_cfg.init_from)[0], train_cfg.init_from)
         log.info(f"initialised from {train_cfg.init_from}; {len(fresh)} parameter(s) left fresh"
                  + (f": {', '.join(fresh)}" if fresh else ""))
@@ -119,11 +122,13 @@ def train(cfg, restart=False, distributed=False):
         save_config(cfg, os.path.join(exp_dir, "config.yaml"))
     log.info(f"task={cfg.task} model={cfg.model.name} params={_count_params(net):,} device={info.device_target} "
              f"workers={info.group_size} experiment={exp_dir}")
+    if state.get("validation_pending"):   # the run stopped while validating this epoch: validate it now
+        _end_epoch(task, net, cfg, info, schedule, optimizer, state)
 
-    step = TrainStep(net, task.build_loss(cfg), optimizer, train_cfg.get("clip_grad_norm", 0.0), info.group_size,
+    step = TrainStep(net, task.build_loss(cfg), optimizer, train_cfg.clip_grad_norm, info.group_size,
                      network_takes_lengths=getattr(task, "network_takes_lengths", False))
-    max_bad = int(train_cfg.get("max_nonfinite_steps", 20))
-    for epoch in range(state["epoch"] + 1, int(train_cfg.epochs) + 1):
+    max_bad = train_cfg.max_nonfinite_steps
+    for epoch in range(state["epoch"] + 1, train_cfg.epochs + 1):
         optimizer.learning_rate.set_data(ms.Tensor(schedule.lr, ms.float32))
         net.set_train(True)
         t0 = time.time()
@@ -150,27 +155,49 @@ def train(cfg, restart=False, distributed=False):
         if not losses and skipped == 0:
             raise TrainingError("the training data gave no batch: fewer rows than train.batch_size?")
 
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else math.nan,
-                  "skipped_steps": skipped, "lr": schedule.lr, "train_time": round(time.time() - t0, 2)}
-        score = None
-        if epoch % int(train_cfg.get("valid_every", 1)) == 0 or epoch == int(train_cfg.epochs):
-            t1 = time.time()
-            net.set_train(False)
-            metrics = task.validate(net, cfg, info)
-            score = metrics["score"]
-            record.update({f"valid_{k}": v for k, v in metrics.items()}, valid_time=round(time.time() - t1, 2))
-            if state["best_score"] is None or score > state["best_score"]:
-                state["best_score"], state["best_epoch"] = score, epoch
-        schedule.step(epoch, score)
         state["epoch"] = epoch
-        state["history"].append(record)
-        log.info("epoch %d: %s", epoch, ", ".join(f"{k}={_fmt(v)}" for k, v in record.items() if k != "epoch"))
-        if info.is_main:
-            _save_epoch(cfg, net, optimizer, schedule, state, best=state["best_epoch"] == epoch)
+        state["history"].append({"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else math.nan,
+                                 "skipped_steps": skipped, "lr": schedule.lr, "train_time": round(time.time() - t0, 2)})
+        state["validation_pending"] = epoch % train_cfg.valid_every == 0 or epoch == train_cfg.epochs
+        if state["validation_pending"] and info.is_main:   # the epoch is kept whatever validation does
+            _save_epoch(cfg, net, optimizer, schedule, state, best=False)
+        _end_epoch(task, net, cfg, info, schedule, optimizer, state)
     if state["best_score"] is not None:
         log.info(f"best validation score {state['best_score']:.3f} at epoch {state['best_epoch']} "
                  f"({os.path.join(ckpt.checkpoint_dir(exp_dir), 'best.ckpt')})")
     return state
+
+
+def _validate(task, net, cfg, info, epoch):
+    """task.validate -> its metrics, or None (logged) when validation failed on bad data."""
+    net.set_train(False)
+    try:
+        return task.validate(net, cfg, info)
+    except UserError as err:
+        if info.distributed:    # the other workers wait in validation's all-reduce: stop them all
+            raise TrainingError(f"epoch {epoch}: validation failed on worker {info.rank} ({err}); the epoch's "
+                                "checkpoint is kept and a re-run validates it first: fix data.valid") from None
+        log.info(f"epoch {epoch}: validation failed, no score for this epoch (its checkpoint is kept): {err}")
+        return None
+
+
+def _end_epoch(task, net, cfg, info, schedule, optimizer, state):
+    """Validate the epoch in `state` when `state["validation_pending"]`, step the lr schedule,
+    log and save the epoch checkpoint (again, with the validation results)."""
+    epoch, record, score = state["epoch"], state["history"][-1], None
+    if state["validation_pending"]:
+        t1 = time.time()
+        metrics = _validate(task, net, cfg, info, epoch)
+        if metrics is not None:
+            score = metrics["score"]
+            record.update({f"valid_{k}": v for k, v in metrics.items()}, valid_time=round(time.time() - t1, 2))
+            if state["best_score"] is None or score > state["best_score"]:
+                state["best_score"], state["best_epoch"] = score, epoch
+    schedule.step(epoch, score)
+    state["validation_pending"] = False
+    log.info("epoch %d: %s", epoch, ", ".join(f"{k}={_fmt(v)}" for k, v in record.items() if k != "epoch"))
+    if info.is_main:
+        _save_epoch(cfg, net, optimizer, schedule, state, best=state["best_epoch"] == epoch)
 
 
 def _save_epoch(cfg, net, optimizer, schedule, state, best):
@@ -181,7 +208,7 @@ def _save_epoch(cfg, net, optimizer, schedule, state, best):
     ckpt.save_training_checkpoint(path, optimizer, meta, network=net)
     if best:
         ckpt.copy_atomic(path, os.path.join(ckpt.checkpoint_dir(exp_dir), "best.ckpt"))
-    ckpt.prune_checkpoints(exp_dir, int(cfg.train.get("keep_checkpoints", 3)))
+    ckpt.prune_checkpoints(exp_dir, cfg.train.keep_checkpoints)
     tmp = os.path.join(exp_dir, "history.json.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump({"best_epoch": state["best_epoch"], "best_score": state["best_score"],
