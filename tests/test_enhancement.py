@@ -1,7 +1,7 @@
 """Speech enhancement recipe: STFT/ISTFT, IRM targets, the R-Transformer mask network (shapes,
 LocalRNN windows, padding), the masked losses, on-the-fly noisy mixing (looping, SNR, determinism,
 sharding, bad input) and a short GRAPH_MODE training run that must improve validation SI-SNR on
-the bundled demo data (assets/mini_enhancement)."""
+the bundled demo data (assets/mini_enhancement), run by the trainer itself."""
 import os
 
 import mindspore as ms
@@ -358,47 +358,40 @@ def test_enhancer_with_the_oracle_mask_scores_far_above_the_noisy_input(speech_i
 
 # ---------------------------------------------------------------- training on the demo data
 @pytest.fixture(scope="module")
-def trained():
-    """A tiny RT trained for 80 steps in GRAPH_MODE (plain value_and_grad + Adam); validation
-    before and after (PyNative, so the module compiles one graph)."""
-    cfg = demo_config("train.valid_pesq_stoi=false")
+def trained(tmp_path_factory):
+    """A tiny RT trained for 20 epochs of 4 steps by the trainer itself (`train()`: TrainStep with
+    its gradient buffers, clipping and finiteness gate, the plateau lr schedule, validation every
+    5 epochs, checkpoints), the last checkpoint loaded back; validation of the initial network
+    (the seed's) and of the trained one with PESQ/STOI (PyNative)."""
+    from src.training.checkpoint import checkpoint_dir, load_model
+    from src.training.trainer import train
+    exp = str(tmp_path_factory.mktemp("rt_train"))
+    cfg = demo_config("train.valid_pesq_stoi=false", "train.epochs=20", f"experiment_dir={exp}")
     task = EnhancementTask()
     ms.set_context(mode=ms.PYNATIVE_MODE)
     ms.set_seed(int(cfg.seed))
-    net = build_rtransformer(cfg)
-    before = task.validate(net, cfg)
-    loss_fn = task.build_loss(cfg)
-    optimizer = nn.Adam(net.trainable_params(), learning_rate=float(cfg.train.lr))
-
-    def forward(features, target, frame_lengths):
-        return loss_fn(net(features), target, frame_lengths)
-
-    grad_fn = ms.value_and_grad(forward, None, optimizer.parameters)
-
-    class Step(nn.Cell):
-        def construct(self, features, target, frame_lengths):
-            loss, grads = grad_fn(features, target, frame_lengths)
-            optimizer(grads)
-            return loss
-
-    step, losses = Step(), []
-    ms.set_context(mode=ms.GRAPH_MODE)
+    before = task.validate(task.build_network(cfg), cfg)      # the network train() starts from
     try:
-        net.set_train(True)
-        for epoch in range(1, 21):
-            for batch in task.train_batches(cfg, epoch):
-                losses.append(float(step(*(ms.Tensor(x) for x in batch)).asnumpy()))
+        state = train(cfg)
     finally:
         ms.set_context(mode=ms.PYNATIVE_MODE)
+    net, _ = load_model(os.path.join(checkpoint_dir(exp), "epoch_0020.ckpt"))
     cfg.train.valid_pesq_stoi = True
     after = task.validate(net, cfg)
-    return task, cfg, net, before, after, losses
+    return task, cfg, net, before, after, state
 
 
 def test_training_improves_validation_si_snr(trained):
-    _, _, _, before, after, losses = trained
-    assert len(losses) == 80 and np.mean(losses[-8:]) < 0.8 * np.mean(losses[:8])
+    _, _, _, before, after, state = trained
+    history = state["history"]
+    assert state["step"] == 80 and [h["epoch"] for h in history] == list(range(1, 21))
+    assert all(h["skipped_steps"] == 0 for h in history)
+    losses = [h["train_loss"] for h in history]                         # each the mean of an epoch's 4 steps
+    assert np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2]), losses
+    validated = [h["valid_score"] for h in history if "valid_score" in h]
+    assert len(validated) == 4 and validated[-1] > before["score"] + 0.3
     assert after["score"] > before["score"] + 0.3, (before, after)
+    assert after["score"] == pytest.approx(validated[-1], abs=1e-4)    # the checkpoint holds the trained weights
     assert after["score"] == pytest.approx(np.mean([after[f"si_snri@{s}dB"] for s in (-5, 0, 5)]))
     for snr in (-5, 0, 5):
         assert 0 < after[f"stoi@{snr}dB"] <= 1 and 1 <= after[f"pesq@{snr}dB"] <= 4.7
