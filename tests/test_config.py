@@ -1,6 +1,8 @@
 """Config loading, inheritance, overrides and lr schedules."""
+import math
 import os
 
+import numpy as np
 import pytest
 
 from src.config import Config, ConfigError, load_config, save_config
@@ -43,11 +45,16 @@ def test_lr_schedules():
     multi = MultiStepLR([45, 78], [1e-3, 5e-4, 2e-4])
     assert multi.step(43) == 1e-3 and multi.step(44) == 5e-4 and multi.step(77) == 2e-4
     plateau = PlateauLR(1.0, factor=0.5, patience=2)
-    lrs = [plateau.step(e, s) for e, s in enumerate([1.0, 2.0, 1.5, 1.9, 3.0, None, 2.0, 2.0], 1)]
-    assert lrs == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.25]
+    scores = [1.0, 2.0, 1.5, 1.9, 3.0, None, 2.0, 2.0, 2.0, 3.0001, 3.0, 3.0, 3.0]
+    lrs = [plateau.step(e, s) for e, s in enumerate(scores, 1)]
+    # hand-derived: the lr halves only at the third bad validation in a row (bad > patience);
+    # 3.0001 is not better than 3.0 * (1 + 1e-4), so it is the first of three bad ones after 3.0
+    assert lrs == [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25]
+    assert lrs == reduce_lr_on_plateau(1.0, 0.5, 2, scores)
     restored = PlateauLR(1.0, factor=0.5, patience=2)
     restored.load_state_dict(plateau.state_dict())
-    assert restored.step(9, 1.0) == plateau.step(9, 1.0)
+    assert [restored.step(14, 1.0), restored.step(15, 1.0)] == [plateau.step(14, 1.0), plateau.step(15, 1.0)]
+    assert restored.lr == 0.125                                         # 3.0, then three bad ones in a row
 
 
 @pytest.mark.parametrize("override, message", [
@@ -98,3 +105,34 @@ def test_schema_knows_every_key_the_shipped_configs_use():
     for name in os.listdir(os.path.join(ROOT, "configs")):
         cfg = load_config(os.path.join(ROOT, "configs", name))
         assert check_config(Config(cfg.to_dict())).to_dict() == cfg.to_dict(), name
+
+
+def reduce_lr_on_plateau(lr, factor, patience, scores, min_lr=0.0, threshold=1e-4, eps=1e-8):
+    """PyTorch's ReduceLROnPlateau.step (mode "max", threshold_mode "rel", cooldown 0), written out
+    from torch/optim/lr_scheduler.py; None = an epoch without validation. The lr after each epoch."""
+    best, bad, out = -math.inf, 0, []
+    for score in scores:
+        if score is not None:
+            if score > best * (1 + threshold):      # is_better, rel / max
+                best, bad = score, 0
+            else:
+                bad += 1
+            if bad > patience:                      # _reduce_lr
+                new_lr = max(lr * factor, min_lr)
+                if lr - new_lr > eps:
+                    lr = new_lr
+                bad = 0
+        out.append(lr)
+    return out
+
+
+@pytest.mark.parametrize("patience,factor,min_lr", [(0, 0.5, 0.0), (1, 0.1, 1e-3), (3, 0.8, 0.0)])
+def test_plateau_matches_reduce_lr_on_plateau(patience, factor, min_lr):
+    rng = np.random.default_rng(patience)
+    # slow gains (some below the relative threshold), plateaus, drops, negative scores, skipped epochs
+    scores = list(np.round(np.cumsum(rng.choice([-0.5, 0.0, 2e-4, 1e-3, 0.4], 60)) - 1.0, 6))
+    scores = [None if i % 7 == 6 else float(s) for i, s in enumerate(scores)]
+    schedule = PlateauLR(0.1, factor=factor, patience=patience, min_lr=min_lr)
+    got = [schedule.step(e, s) for e, s in enumerate(scores, 1)]
+    expected = reduce_lr_on_plateau(0.1, factor, patience, scores, min_lr)
+    assert got == expected and len(set(expected)) >= 3                 # the lr did change, more than once

@@ -338,18 +338,29 @@ def test_rewrite_replaces_old_shards_and_path_forms(tmp_path):
 
 
 # ---------------------------------------------------------------- training batches
+def sampler_order(num_rows, seed, epoch, num_shards=1, shard_id=0):
+    """The documented epoch order, written out: a permutation drawn from default_rng([seed, epoch]),
+    extended by its first rows to a multiple of num_shards, dealt to the shards in turn."""
+    perm = list(np.random.default_rng([seed, epoch]).permutation(num_rows))
+    perm += perm[:(-num_rows) % num_shards]
+    return [int(perm[i]) for i in range(shard_id, len(perm), num_shards)]
+
+
 def test_shards_cover_every_row_once_in_the_sampler_order(mini_mr, stored_train):
     path = os.path.join(mini_mr, "train.mindrecord0")
     seen = []
     for shard in (0, 1):
         ds = create_train_dataset(path, 40000, 1, seed=3, epoch=1, num_speakers=2, num_shards=2, shard_id=shard)
         found = rows_of(batches(ds), stored_train)
+        assert found == sampler_order(120, 3, 1, 2, shard)
         assert found == epoch_rows(120, 3, 1, 2, shard).tolist()
         seen += found
-    assert sorted(seen) == list(range(120))
-    # uneven: 20 rows on 3 shards -> 7 each, every row at least once
-    rows = [epoch_rows(20, 3, 1, 3, s) for s in range(3)]
-    assert [len(r) for r in rows] == [7, 7, 7] and set(np.concatenate(rows)) == set(range(20))
+    assert sorted(seen) == list(range(120)) and seen != sorted(seen)     # every row once, shuffled
+    assert sampler_order(120, 3, 2) != sampler_order(120, 3, 1)         # a new order every epoch
+    # uneven: 20 rows on 3 shards -> 7 each, every row at least once, the first row of the order twice
+    rows = [epoch_rows(20, 3, 1, 3, s).tolist() for s in range(3)]
+    assert rows == [sampler_order(20, 3, 1, 3, s) for s in range(3)]
+    assert [len(r) for r in rows] == [7, 7, 7] and set(sum(rows, [])) == set(range(20))
 
 
 def test_batches_repeat_for_seed_and_epoch_and_pad_short_rows(mini_mr, stored_train):
@@ -361,8 +372,8 @@ def test_batches_repeat_for_seed_and_epoch_and_pad_short_rows(mini_mr, stored_tr
     assert first[0][0].shape == (4, 12000) and first[0][1].shape == (4, 2, 12000) and first[0][2].dtype == np.int32
     assert all(np.array_equal(a, b) for x, y in zip(first, again) for a, b in zip(x, y))
     assert not np.array_equal(first[0][0], other[0][0])
-    # every item is a contiguous crop of its stored row (rows in epoch_rows order)
-    order = epoch_rows(120, 7, 2)
+    # every item is a contiguous crop of its stored row (rows in the sampler's order)
+    order = sampler_order(120, 7, 2)
     for i, (mix, src, lengths) in enumerate(first[:5]):
         for b in range(4):
             row = stored_train[order[4 * i + b]]

@@ -165,6 +165,100 @@ def test_score_with_count_handles_missing_and_extra_outputs():
     assert summary["si_snri"] == pytest.approx(20 / 3) and summary["accuracy_per_count"] == {"2": 0.5, "3": 1.0}
 
 
+class KnownOutputs:
+    """A C-output separator with outputs designed per utterance (`outputs[key]`, `(C, time)`):
+    for any window of a mixture (found by its first 32 samples) it returns the designed outputs
+    under that window, zero past the end, in a new random order per call."""
+
+    def __init__(self, utterances, outputs, seed=0):
+        self.outputs, self.rng, self.calls = outputs, np.random.default_rng(seed), []
+        self.where = {}
+        for u in utterances:
+            mix = np.asarray(u["mix"], np.float32)
+            for start in range(len(mix) - 32):
+                self.where.setdefault(mix[start:start + 32].tobytes(), (u["key"], start))
+
+    def __call__(self, batch):
+        self.calls.append(batch.shape)
+        out = []
+        for window in batch:
+            key, start = self.where[np.asarray(window[:32], np.float32).tobytes()]
+            designed = self.outputs[key][:, start:start + batch.shape[1]]
+            est = np.zeros((len(designed), batch.shape[1]), np.float32)
+            est[:, :designed.shape[1]] = designed
+            out.append(est[self.rng.permutation(len(est))])
+        return np.stack(out)
+
+
+def _at_level(signal, reference, level_db):
+    """`signal` scaled so that its energy is `level_db` relative to `reference`'s."""
+    return signal * np.sqrt(np.sum(reference ** 2) / np.sum(signal ** 2) * 10 ** (level_db / 10))
+
+
+def _counting_cases(length):
+    """Utterances and the outputs of a 3- and a 2-speaker separator for them, at levels around
+    the -20 dB threshold, with the count the procedure must find and the models it must run."""
+    rng = np.random.default_rng(21)
+    utterances, outputs3, outputs2, expected = [], {}, {}, {}
+
+    def add(key, sources, third, two, found, models_run):
+        sources = np.asarray(sources, np.float32)
+        utterances.append({"key": key, "mix": sources.sum(0), "src": sources, "length": length, "sample_rate": RATE})
+        outputs3[key] = np.stack([sources[0], sources[1], third]).astype(np.float32)
+        outputs2[key] = np.asarray(two, np.float32)
+        expected[key] = (found, models_run)
+
+    def signals():                      # new sources for every mixture (the separators tell them apart)
+        s1, s2, s3, noise = rng.standard_normal((4, length))
+        return s1, _at_level(s2, s1, -3.0), s3, noise
+
+    # two speakers; the third output is noise just below / just above the threshold
+    s1, s2, _, noise = signals()
+    add("below", [s1, s2], _at_level(noise, s1, -20.5), [s1, s2], 2, "3>2")
+    s1, s2, _, noise = signals()
+    add("above", [s1, s2], _at_level(noise, s1, -19.5), [s1, s2], 3, "3")
+    # two speakers; speaker 1 leaks into the third output, audibly (-12 dB) or not (-30 dB)
+    s1, s2, _, _ = signals()
+    add("leak_loud", [s1, s2], _at_level(s1, s1, -12.0), [s1, s2], 3, "3")
+    s1, s2, _, _ = signals()
+    add("leak_quiet", [s1, s2], _at_level(s1, s1, -30.0), [s1, s2], 2, "3>2")
+    # three speakers, the quietest just above / just below the threshold (then the 2-speaker
+    # model merges it into its second output)
+    s1, s2, s3, _ = signals()
+    near = _at_level(s3, s1, -19.5)
+    add("three", [s1, s2, near], near, [s1, s2 + near], 3, "3")
+    s1, s2, s3, _ = signals()
+    far = _at_level(s3, s1, -20.5)
+    add("three_quiet", [s1, s2, far], far, [s1, s2 + far], 2, "3>2")
+    return utterances, outputs3, outputs2, expected
+
+
+@pytest.mark.parametrize("windowed", [False, True])
+def test_counting_with_outputs_at_known_levels(windowed):
+    length = 4500
+    utterances, outputs3, outputs2, expected = _counting_cases(length)
+    separators = {3: KnownOutputs(utterances, outputs3, seed=3), 2: KnownOutputs(utterances, outputs2, seed=2)}
+    window = dict(window=1000, overlap=200) if windowed else {}
+    rows = evaluation.evaluate_counting(separators, utterances, RATE, threshold_db=-20.0, progress=False, **window)
+    got = {row["key"]: (row["found"], row["models_run"]) for row in rows}
+    assert got == expected
+    calls = separators[3].calls + separators[2].calls
+    assert all(shape[1] == (1000 if windowed else length) for shape in calls)
+    for row in rows:
+        true, found = row["num_speakers"], row["found"]
+        assert (row["missing"], row["extra"]) == (max(0, true - found), max(0, found - true)), row["key"]
+    by_key = {row["key"]: row for row in rows}
+    # the outputs paired with the sources are the sources (also through windows); an extra output
+    # is left unscored; the speaker merged by the 2-speaker model is missing
+    for key in ("below", "leak_quiet", "above", "leak_loud"):
+        assert by_key[key]["si_snr"] > 60, key
+    assert by_key["three"]["si_snr"] > 60
+    assert by_key["three_quiet"]["assignment"].count(-1) == 1
+    summary = evaluation.summarize_counting(rows)
+    assert summary["confusion"] == {"2": {"2": 2, "3": 2}, "3": {"2": 1, "3": 1}}
+    assert summary["accuracy"] == pytest.approx(3 / 6)
+
+
 # --- the CLI with tiny random-weight checkpoints ---------------------------------------------
 
 def _tiny_checkpoint(folder, num_speakers):

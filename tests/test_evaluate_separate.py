@@ -136,11 +136,18 @@ def test_separate_cli(checkpoint, test_split, tmp_path):
 
 def test_separate_cli_enhances_with_an_enhancement_checkpoint(tmp_path):
     """One command for both tasks: an enhancement checkpoint writes <name>_enhanced.wav, equal to
-    the Enhancer's output (noisy magnitude x mask, noisy phase, inverse STFT)."""
+    the Enhancer's output (noisy magnitude x mask, noisy phase, inverse STFT). The network's last
+    layer is set to a known mask (1 below 2 kHz, 0 above, whatever the input), so the file is also
+    checked against that mask applied here with the STFT."""
     import mindspore as ms
+    from src.features import istft, stft
     from src.tasks.enhancement import EnhancementTask, Enhancer
     cfg = load_config(os.path.join(ROOT, "configs/rt_demo.yaml"), ["model.d_model=16", f"experiment_dir={tmp_path}"])
     net = build_model(cfg)
+    bins = net.decoder.bias.shape[0]
+    cutoff = bins // 4                                     # 161 bins of 50 Hz: 40 -> 2 kHz
+    net.decoder.weight.set_data(ms.Tensor(np.zeros(net.decoder.weight.shape, np.float32)))
+    net.decoder.bias.set_data(ms.Tensor(np.where(np.arange(bins) < cutoff, 30.0, -30.0).astype(np.float32)))
     path = str(tmp_path / "rt.ckpt")
     save_training_checkpoint(path, nn.Adam(net.trainable_params()),
                              {"config": yaml.safe_dump(cfg.to_dict())}, network=net)
@@ -153,4 +160,9 @@ def test_separate_cli_enhances_with_an_enhancement_checkpoint(tmp_path):
     expected = Enhancer(net, EnhancementTask.stft_config(cfg))(noisy)
     assert sr == 16000 and enhanced.shape == noisy.shape
     np.testing.assert_allclose(enhanced, expected, atol=1e-4)          # 16-bit output
+    stft_config = EnhancementTask.stft_config(cfg)
+    spectrum = stft(noisy, stft_config)
+    lowpass = istft(spectrum * (np.arange(bins) < cutoff), stft_config, len(noisy))
+    np.testing.assert_allclose(enhanced, lowpass, atol=1e-4)
+    assert np.sum(lowpass ** 2) < 0.4 * np.sum(noisy ** 2)                # white noise: a quarter of the band
     assert not os.path.exists(tmp_path / "out" / "noisy_s1.wav")

@@ -147,9 +147,16 @@ def test_multi_scale_weights_and_loss_cell():
     rng = np.random.default_rng(8)
     _, references, lengths = make_batch(rng)
     layers = 3
-    estimates = np.stack([make_batch(np.random.default_rng(10 + i), noise=0.3 + i)[0] for i in range(layers)])
+    # a quality ladder: every layer estimates `references`, less noisy with depth (-> ~ -6, -12, -20 dB)
+    estimates = np.stack([references + noise * rng.standard_normal(references.shape).astype(np.float32)
+                          for noise in (0.5, 0.25, 0.1)])
+    for b, n in enumerate(lengths):
+        estimates[:, b, :, n:] = 0
     per_layer = [numpy_pit_loss(estimates[i], references, lengths) for i in range(layers)]
+    assert per_layer[0] > per_layer[1] + 3 > per_layer[2] + 6               # ~6 dB apart, getting better
     expected = sum((i + 1) / layers * per_layer[i] for i in range(layers)) / layers
+    uniform, reversed_weights = np.mean(per_layer), sum((layers - i) / layers * per_layer[i] for i in range(layers)) / layers
+    assert abs(expected - uniform) > 0.5 and abs(expected - reversed_weights) > 1  # the weights matter
     ours = float(multi_scale_pit_si_snr_loss(T(estimates), T(references), T(lengths)).asnumpy())
     assert ours == pytest.approx(expected, abs=1e-3)
     cell = SeparationLoss()

@@ -11,7 +11,7 @@ from mindspore import nn
 import src.models.lstm as lstm_module
 from src.losses import SeparationLoss
 from src.models.lstm import FusedBiLSTMs, FusedLSTMError, fused_bilstms
-from src.models.swave import SWave, SWaveConfigError
+from src.models.swave import MulCatBlock, SWave, SWaveConfigError
 
 N, H = 6, 5  # BiLSTM input and hidden size
 SWAVE = dict(N=16, L=4, H=8, R=2, C=2, sample_rate=8000, segment=0.05)  # chunk size K = 14
@@ -188,6 +188,15 @@ def test_swave_fused_training_outputs_match_native_at_several_lengths():
         assert_close(fused(mixture).asnumpy(), expected, 1e-4, f"T={samples}")
 
 
+def record_shapes(out_shape, calls):
+    """`out_shape` (an ops.Custom shape function) that also appends its first input's shape to
+    `calls` (MindSpore calls it when it compiles a graph holding the op)."""
+    def recording(*shapes):
+        calls.append(tuple(shapes[0]))
+        return out_shape(*shapes)
+    return recording
+
+
 class NetWithLoss(nn.Cell):
     def __init__(self, net):
         super().__init__()
@@ -208,12 +217,26 @@ def test_swave_fused_graph_gradients_repeat_and_match_native():
     sources = rng.standard_normal((2, 2, samples)).astype(np.float32)
     inputs = (ms.Tensor(sources.sum(axis=1)), ms.Tensor(sources), ms.Tensor(np.array([samples, 180], np.int32)))
     reference = ms.value_and_grad(NetWithLoss(native), None, native.trainable_params())(*inputs)
+    # the graph must hold the fused kernels (MulCatBlock falls back to nn.LSTM when a shape is not
+    # static, and the comparison would then be native against native): record every shape
+    # inference of each block's training forward and backward kernels while the graph compiles
+    blocks = [cell for _, cell in fused.cells_and_names() if isinstance(cell, MulCatBlock)]
+    assert len(blocks) == 2 * SWAVE["R"]
+    inferred = {}
+    for index, block in enumerate(blocks):
+        recurrence = block.fused.recurrence.training_recurrence
+        for kind, op in (("forward", recurrence.forward), ("backward", recurrence.backward)):
+            inferred[index, kind] = []
+            op.out_shape = record_shapes(op.out_shape, inferred[index, kind])
     ms.set_context(mode=ms.GRAPH_MODE)
     try:
         step = ms.jit(ms.value_and_grad(NetWithLoss(fused), None, fused.trainable_params()))
         results = [step(*inputs) for _ in range(2)]
     finally:
         ms.set_context(mode=ms.PYNATIVE_MODE)
+    for (index, kind), shapes in inferred.items():
+        assert shapes, f"MulCatBlock {index}: the fused {kind} kernel is not in the training graph"
+        assert all(min(shape) > 0 for shape in shapes), (index, kind, shapes)   # compiled for static shapes
     names = [p.name for p in fused.trainable_params()]
     first, second = ([g.asnumpy() for g in result[1]] for result in results)
     assert float(results[0][0].asnumpy()) == float(results[1][0].asnumpy())

@@ -1,6 +1,8 @@
 """Trainer: exact resume, --restart, non-finite steps skipped, mismatched checkpoints refused."""
 import glob
+import json
 import os
+import re
 
 import mindspore as ms
 import numpy as np
@@ -10,6 +12,7 @@ from mindspore import nn
 from src.config import load_config
 from src.training import checkpoint as ckpt
 from src.training.step import TrainStep
+from src.training import trainer as trainer_module
 from src.training.trainer import TrainingError, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,19 +31,55 @@ def parameters(exp_dir, epoch):
     return {k: v.asnumpy() for k, v in params.items()}, meta
 
 
+class CountingTrainStep(TrainStep):
+    """TrainStep that counts the steps it is asked to take (in `CountingTrainStep.calls`)."""
+    calls = 0
+
+    def __call__(self, *batch):
+        CountingTrainStep.calls += 1
+        return super().__call__(*batch)
+
+
+def train_counting(cfg, **kwargs):
+    """train(cfg) -> (state, the number of training steps this call took)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer_module, "TrainStep", CountingTrainStep)
+        before = CountingTrainStep.calls
+        state = train(cfg, **kwargs)
+        return state, CountingTrainStep.calls - before
+
+
+def file_identity(path):
+    """What any rewrite of `path` changes (a checkpoint is written to a temporary file and renamed)."""
+    info = os.stat(path)
+    with open(path, "rb") as f:
+        return info.st_ino, info.st_mtime_ns, f.read()
+
+
+def log_lines(exp_dir, pattern):
+    with open(os.path.join(exp_dir, "train.log"), encoding="utf-8") as f:
+        return [line for line in f if re.search(pattern, line)]
+
+
 @pytest.fixture(scope="module")
 def runs(tiny_data, tmp_path_factory):
-    """An uninterrupted 2-epoch run, and a run stopped after epoch 1 and resumed by re-running."""
+    """An uninterrupted 2-epoch run, and a run stopped after epoch 1 and resumed by re-running
+    (with the number of steps each call took, and epoch 1's checkpoint before the resume)."""
     tmp = tmp_path_factory.mktemp("exp")
     full, resumed = str(tmp / "full"), str(tmp / "resumed")
-    state_full = train(tiny_config(tiny_data, full))
-    state_first = train(tiny_config(tiny_data, resumed, "train.epochs=1"))
-    state_resumed = train(tiny_config(tiny_data, resumed))
-    return full, resumed, state_full, state_first, state_resumed
+    state_full, steps_full = train_counting(tiny_config(tiny_data, full))
+    state_first, steps_first = train_counting(tiny_config(tiny_data, resumed, "train.epochs=1"))
+    first_ckpt = os.path.join(ckpt.checkpoint_dir(resumed), "epoch_0001.ckpt")
+    first_identity = file_identity(first_ckpt)
+    state_resumed, steps_resumed = train_counting(tiny_config(tiny_data, resumed))
+    return dict(full=full, resumed=resumed, state_full=state_full, state_first=state_first,
+                state_resumed=state_resumed, steps=(steps_full, steps_first, steps_resumed),
+                first_identity=first_identity)
 
 
 def test_resume_is_bit_identical(runs):
-    full, resumed, state_full, state_first, state_resumed = runs
+    full, resumed = runs["full"], runs["resumed"]
+    state_full, state_first, state_resumed = runs["state_full"], runs["state_first"], runs["state_resumed"]
     assert state_first["epoch"] == 1 and state_resumed["epoch"] == 2
     assert [h["train_loss"] for h in state_resumed["history"]] == [h["train_loss"] for h in state_full["history"]]
     assert state_resumed["history"][1]["valid_si_snri"] == state_full["history"][1]["valid_si_snri"]
@@ -55,8 +94,24 @@ def test_resume_is_bit_identical(runs):
     assert any(not np.array_equal(params_first[n], params_full[n]) for n in params_full if "." in n)
 
 
+def test_resume_continues_where_the_run_stopped(runs):
+    """What only a resume does (a silent retrain from scratch would give the same final weights)."""
+    resumed, state_first, state_resumed = runs["resumed"], runs["state_first"], runs["state_resumed"]
+    steps_full, steps_first, steps_resumed = runs["steps"]
+    per_epoch = 4                                                      # 8 mixtures, batch 2
+    assert (steps_full, steps_first, steps_resumed) == (2 * per_epoch, per_epoch, per_epoch)  # epoch 1 not rerun
+    assert state_first["step"] == per_epoch and state_resumed["step"] == 2 * per_epoch      # the counter went on
+    assert state_resumed["history"][0] == state_first["history"][0]    # epoch 1's record (and its times) kept
+    assert len(log_lines(resumed, r"resuming from .*epoch_0001\.ckpt \(epoch 1, step 4\)")) == 1
+    assert len(log_lines(resumed, r"\d epoch 1: ")) == 1              # logged by the first call only
+    assert len(log_lines(resumed, r"\d epoch 2: ")) == 1
+    assert file_identity(os.path.join(ckpt.checkpoint_dir(resumed), "epoch_0001.ckpt")) == runs["first_identity"]
+    _, meta = parameters(resumed, 2)
+    assert meta["state"]["step"] == 2 * per_epoch and meta["state"]["epoch"] == 2
+
+
 def test_experiment_files(runs):
-    full = runs[0]
+    full = runs["full"]
     names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(ckpt.checkpoint_dir(full), "*")))
     assert names == ["best.ckpt", "epoch_0001.ckpt", "epoch_0002.ckpt"]
     assert os.path.isfile(os.path.join(full, "config.yaml")) and os.path.isfile(os.path.join(full, "history.json"))
@@ -67,19 +122,26 @@ def test_experiment_files(runs):
 
 
 def test_finished_run_does_not_train_again_and_restart_starts_over(runs, tiny_data):
-    full = runs[0]
-    before = parameters(full, 2)[0]
-    state = train(tiny_config(tiny_data, full))                 # resumes at epoch 2 of 2: nothing to do
-    assert state["epoch"] == 2 and len(state["history"]) == 2
-    after = parameters(full, 2)[0]
-    assert all(np.array_equal(before[k], after[k]) for k in before)
+    full = runs["full"]
+    last = os.path.join(ckpt.checkpoint_dir(full), "epoch_0002.ckpt")
+    identities = {name: file_identity(os.path.join(ckpt.checkpoint_dir(full), name))
+                  for name in ("epoch_0001.ckpt", "epoch_0002.ckpt", "best.ckpt")}
+    epoch_lines = len(log_lines(full, r"\d epoch \d: "))
+    state, steps = train_counting(tiny_config(tiny_data, full))  # resumes at epoch 2 of 2: nothing to do
+    assert state["epoch"] == 2 and len(state["history"]) == 2 and steps == 0
+    assert state == runs["state_full"]
+    assert len(log_lines(full, r"resuming from .*epoch_0002\.ckpt \(epoch 2, step 8\)")) == 1
+    assert len(log_lines(full, r"\d epoch \d: ")) == epoch_lines  # no epoch ran
+    for name, identity in identities.items():                         # nothing was written again
+        assert file_identity(os.path.join(ckpt.checkpoint_dir(full), name)) == identity, name
     state = train(tiny_config(tiny_data, full, "train.epochs=1"), restart=True)
     assert state["epoch"] == 1 and len(state["history"]) == 1
     assert glob.glob(os.path.join(full, "previous_runs", "*", "checkpoints", "epoch_0002.ckpt"))
+    assert not os.path.exists(last)
 
 
 def test_mismatched_checkpoints_are_refused(runs, tiny_data):
-    full = runs[0]
+    full = runs["full"]
     best = os.path.join(ckpt.checkpoint_dir(full), "best.ckpt")
     other = tiny_config(tiny_data, full, "model.R=1")
     with pytest.raises(ckpt.CheckpointError, match="does not have"):
@@ -98,6 +160,88 @@ def test_mismatched_checkpoints_are_refused(runs, tiny_data):
 class _SquaredError(nn.Cell):
     def construct(self, prediction, target):
         return ((prediction - target) ** 2).mean()
+
+
+class ScriptedTask:
+    """A task with a tiny Dense network whose validation scores are given per epoch, to check
+    which checkpoints the trainer keeps."""
+    name = "separation"           # the config's task (the trainer refuses to resume another one)
+    scores = {}
+
+    def build_network(self, cfg):
+        ms.set_seed(0)
+        return nn.Dense(3, 1)
+
+    def build_loss(self, cfg):
+        class Loss(nn.Cell):
+            def construct(self, prediction, target, lengths):
+                return ((prediction - target) ** 2).mean()
+        return Loss()
+
+    def train_batches(self, cfg, epoch, num_shards=1, shard_id=0):
+        self.epoch = epoch
+        rng = np.random.default_rng(epoch)
+        for _ in range(2):
+            x = rng.standard_normal((4, 3)).astype(np.float32)
+            yield x, x.sum(axis=1, keepdims=True), np.full(4, 3, np.int32)
+
+    def validate(self, net, cfg, info=None):
+        return {"score": self.scores[self.epoch]}
+
+
+def scripted_config(exp_dir, epochs, keep):
+    return load_config(os.path.join(ROOT, "configs/demo.yaml"), [
+        f"experiment_dir={exp_dir}", f"train.epochs={epochs}", f"train.keep_checkpoints={keep}",
+        "train.lr=0.01", "train.lr_decay.type=constant"])
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    monkeypatch.setattr(trainer_module, "get_task", lambda name: ScriptedTask())
+    monkeypatch.setattr(ScriptedTask, "scores", {1: 1.0, 2: 3.0, 3: 2.0, 4: 2.5, 5: 0.5, 6: 4.0})
+    return ScriptedTask
+
+
+def test_checkpoints_kept_best_is_the_best_validation_and_a_failed_save_keeps_the_last(scripted, tmp_path,
+                                                                                        monkeypatch):
+    exp = str(tmp_path / "exp")
+    folder = ckpt.checkpoint_dir(exp)
+    names = lambda: sorted(os.listdir(folder))  # noqa: E731
+    state = train(scripted_config(exp, 5, keep=2))
+    assert names() == ["best.ckpt", "epoch_0004.ckpt", "epoch_0005.ckpt"]        # pruned to the last 2
+    assert state["best_epoch"] == 2 and state["best_score"] == 3.0
+    best_params, best_meta = ckpt.read_checkpoint(os.path.join(folder, "best.ckpt"))
+    assert best_meta["state"]["epoch"] == 2 and best_meta["state"]["best_score"] == 3.0
+    assert [h["valid_score"] for h in best_meta["state"]["history"]] == [1.0, 3.0]
+    last_params, _ = ckpt.read_checkpoint(os.path.join(folder, "epoch_0005.ckpt"))
+    assert not np.array_equal(best_params["weight"].asnumpy(), last_params["weight"].asnumpy())
+    with open(os.path.join(exp, "history.json")) as f:
+        assert json.load(f)["best_epoch"] == 2
+
+    # epoch 6 (the new best) fails while its checkpoint is written: nothing earlier is damaged
+    kept = {name: file_identity(os.path.join(folder, name)) for name in names()}
+    real_save = ms.save_checkpoint
+
+    def interrupted_save(params, path, **kwargs):
+        real_save(params, path, **kwargs)
+        with open(path, "r+b") as f:      # a half-written file, then the process dies
+            f.truncate(os.path.getsize(path) // 2)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt.ms, "save_checkpoint", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        train(scripted_config(exp, 6, keep=2))
+    monkeypatch.undo()
+    monkeypatch.setattr(trainer_module, "get_task", lambda name: ScriptedTask())
+    monkeypatch.setattr(ScriptedTask, "scores", {6: 4.0})
+    assert ckpt.latest_checkpoint(exp).endswith("epoch_0005.ckpt")
+    for name, identity in kept.items():
+        assert file_identity(os.path.join(folder, name)) == identity, name
+    ckpt.read_checkpoint(os.path.join(folder, "epoch_0005.ckpt"))                # still readable
+    state = train(scripted_config(exp, 6, keep=2))                                # and resumable
+    assert state["epoch"] == 6 and state["best_epoch"] == 6
+    assert [h["epoch"] for h in state["history"]] == [1, 2, 3, 4, 5, 6]
+    assert names() == ["best.ckpt", "epoch_0005.ckpt", "epoch_0006.ckpt"]
 
 
 def test_non_finite_steps_are_skipped():

@@ -17,8 +17,14 @@ class ConstantLR:
 
 
 class PlateauLR(ConstantLR):
-    """Multiply the lr by `factor` when the validation score has not improved for `patience`
-    validations in a row (svoice's `lr_sched: plateau`)."""
+    """svoice's `lr_sched: plateau`, which is PyTorch's `ReduceLROnPlateau` (default threshold,
+    threshold_mode "rel", cooldown 0, eps 1e-8) in mode "max" on the validation score: a score is
+    an improvement when it is above `best * (1 + threshold)`; otherwise it is a bad epoch, and
+    when there have been more than `patience` bad epochs in a row (`bad > patience`) the lr is
+    multiplied by `factor` (not below `min_lr`; changes smaller than eps are not applied) and the
+    count starts again. Epochs without validation (score None) do not count."""
+
+    threshold, eps = 1e-4, 1e-8
 
     def __init__(self, lr, factor=0.5, patience=2, min_lr=0.0):
         super().__init__(lr)
@@ -29,12 +35,16 @@ class PlateauLR(ConstantLR):
     def step(self, epoch, score=None):
         if score is None:
             return self.lr
-        if self.best is None or score > self.best:
+        score = float(score)
+        if self.best is None or score > self.best * (1.0 + self.threshold):
             self.best, self.bad = score, 0
         else:
             self.bad += 1
-            if self.bad >= self.patience:
-                self.lr, self.bad = max(self.lr * self.factor, self.min_lr), 0
+        if self.bad > self.patience:
+            new_lr = max(self.lr * self.factor, self.min_lr)
+            if self.lr - new_lr > self.eps:
+                self.lr = new_lr
+            self.bad = 0
         return self.lr
 
     def state_dict(self):
