@@ -12,6 +12,7 @@ that depends on the input length is a slice or a reshape, so a graph exported wi
 time axis (`Tensor(shape=[batch, None])`) runs at any length >= L.
 """
 import math
+import warnings
 
 import mindspore as ms
 import numpy as np
@@ -352,6 +353,10 @@ def _check_hyper_parameters(N, L, H, R, C, sample_rate, segment):
         problems.append(f"L={L} must be >= 2 (the encoder hop is L//2)")
     if not problems and N < L:
         problems.append(f"N={N} must be >= L={L} (the decoder averages the N features in groups of L)")
+    if not problems and N // L < L // 2:
+        warnings.warn(f"SWave: N={N}, L={L}: the decoder writes frames of N//L={N // L} samples every L//2={L // 2} "
+                      f"samples, so {L // 2 - N // L} of every {L // 2} output samples stay zero and the model cannot "
+                      f"reconstruct speech; use N >= L*L/2 (here N >= {L * L // 2})", stacklevel=3)
     if not (isinstance(sample_rate, (int, float)) and sample_rate > 0):
         problems.append(f"sample_rate={sample_rate!r} must be a positive number")
     if not (isinstance(segment, (int, float)) and segment > 0):
