@@ -111,7 +111,7 @@ def test_resume_from_speech_is_bit_identical(tiny_data, tmp_path):
     from src.training.trainer import train
 
     def config(exp, *overrides):
-        return load_config(os.path.join(os.path.dirname(corpus.TRAIN_SPEECH), "..", "..", "configs", "demo.yaml"), [
+        return load_config(os.path.join(corpus.REPO_ROOT, "configs", "demo.yaml"), [
             f"experiment_dir={exp}", "data.train=null", f"data.train_speech={corpus.TRAIN_SPEECH}",
             "data.steps_per_epoch=2", f"data.valid={tiny_data}/valid.mindrecord0", "model.N=16", "model.H=16",
             "model.R=2", "segment=0.5", "train.batch_size=2", "train.epochs=2", *overrides])

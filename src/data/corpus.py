@@ -4,8 +4,8 @@ and the fixed dev / test mixtures (LibriMix layout, 8 kHz).
 - train: `assets/librispeech_train_8k/train/` (115 LibriSpeech train-clean-100 speakers, one
   utterance each), mixed on the fly by the trainer (`data.train_speech`, `mixing.SpeechMixer`).
 - dev: `assets/librispeech_train_8k/dev/` (16 other train-clean-100 speakers, 8 F / 8 M, drawn
-  with seed 2020); each utterance is cut into pieces of about DEV_PIECE_SECONDS, which are mixed. For
-  model selection and the speaker-counting threshold.
+  by tools/build_librispeech_assets.py with seed 2020); each utterance is cut into pieces of about
+  DEV_PIECE_SECONDS, which are mixed. For model selection and the speaker-counting threshold.
 - test: `assets/mini_librispeech/` (the 10 LibriSpeech test-other speakers, 10 utterances each).
   For the reported figures.
 
