@@ -140,6 +140,24 @@ def test_finished_run_does_not_train_again_and_restart_starts_over(runs, tiny_da
     assert not os.path.exists(last)
 
 
+def test_released_model_has_the_weights_without_the_optimizer_state(runs, tmp_path):
+    import subprocess
+    import sys
+    best = os.path.join(ckpt.checkpoint_dir(runs[0]), "best.ckpt")
+    out = str(tmp_path / "released.ckpt")
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "release_model.py"), best, out],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    params, meta = ckpt.read_checkpoint(out)
+    full, full_meta = ckpt.read_checkpoint(best)
+    assert not any(n.startswith(ckpt.OPTIMIZER_STATE) for n in params) and meta == full_meta
+    assert any(n.startswith("moment1.") for n in full) and os.path.getsize(out) < os.path.getsize(best) / 2
+    for name, value in params.items():
+        np.testing.assert_array_equal(value.asnumpy(), full[name].asnumpy(), err_msg=name)
+    net, _ = ckpt.load_model(out)
+    assert {p.name for p in net.get_parameters()} == set(params)
+
+
 def test_mismatched_checkpoints_are_refused(runs, tiny_data):
     full = runs["full"]
     best = os.path.join(ckpt.checkpoint_dir(full), "best.ckpt")

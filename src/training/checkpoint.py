@@ -17,6 +17,8 @@ from src.config import Config, yaml_load
 from src.errors import UserError
 
 CHECKPOINT_DIR = "checkpoints"
+# names of optimizer state in training checkpoints (ours, and nn.Adam's in older ones)
+OPTIMIZER_STATE = ("moment1.", "moment2.", "adam_step", "beta1_power", "beta2_power", "global_step", "learning_rate")
 _EPOCH_RE = re.compile(r"epoch_(\d+)\.ckpt$")
 
 
@@ -54,6 +56,17 @@ def save_training_checkpoint(path, optimizer, meta, network=None):
     ms.save_checkpoint([{"name": name, "data": p} for name, p in params.items()], tmp,
                        append_dict={"meta": json.dumps(meta)})
     _publish(tmp, path)
+
+
+def save_weights_only(src, dst):
+    """Write training checkpoint `src` without its optimizer state to `dst` (a released model:
+    the network's parameters and the meta, config included), atomically."""
+    params, meta = read_checkpoint(src)
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    tmp = dst[:-len(".ckpt")] + ".tmp.ckpt"
+    ms.save_checkpoint([{"name": n, "data": p} for n, p in params.items() if not n.startswith(OPTIMIZER_STATE)],
+                       tmp, append_dict={"meta": json.dumps(meta)})
+    _publish(tmp, dst)
 
 
 def prune_checkpoints(exp_dir, keep):
@@ -131,11 +144,10 @@ def load_matching(cell, params, path):
     return fresh
 
 
-def check_no_extra(net, params, path, optimizer_prefixes=("moment1.", "moment2.", "adam_step", "beta1_power",
-                                                          "beta2_power", "global_step", "learning_rate")):
+def check_no_extra(net, params, path):
     """Refuse checkpoints with network parameters the model does not have (e.g. another R or C)."""
     names = {p.name for p in net.get_parameters()}
-    extra = sorted(n for n in params if n not in names and not n.startswith(optimizer_prefixes))
+    extra = sorted(n for n in params if n not in names and not n.startswith(OPTIMIZER_STATE))
     if extra:
         raise CheckpointError(f"{path}: has {len(extra)} parameter(s) the network does not have: "
                               f"{_preview(extra)}. Was it trained with another config?")

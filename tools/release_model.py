@@ -1,0 +1,29 @@
+"""Release a trained model: its training checkpoint without the optimizer state (weights and the
+stored config; a third of the size), checked by loading it back.
+
+    python tools/release_model.py exp/swave_2spk/checkpoints/best.ckpt pretrained/swave_2spk.ckpt
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from src.cli import run_main  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="a training checkpoint (epoch_NNNN.ckpt or best.ckpt)")
+    parser.add_argument("out", help="the released checkpoint (.ckpt)")
+    args = parser.parse_args(argv)
+    from src.training.checkpoint import load_model, read_checkpoint, save_weights_only
+    save_weights_only(args.checkpoint, args.out)
+    net, cfg = load_model(args.out)                 # strict: every parameter present, nothing extra
+    state = read_checkpoint(args.out)[1].get("state", {})
+    print(f"{args.out}: {cfg.model.name} C={cfg.model.C}, {os.path.getsize(args.out) / 1e6:.1f} MB, "
+          f"epoch {state.get('epoch')}, step {state.get('step')}, best validation score {state.get('best_score')}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
