@@ -143,7 +143,7 @@ def test_finished_run_does_not_train_again_and_restart_starts_over(runs, tiny_da
 def test_released_model_has_the_weights_without_the_optimizer_state(runs, tmp_path):
     import subprocess
     import sys
-    best = os.path.join(ckpt.checkpoint_dir(runs[0]), "best.ckpt")
+    best = os.path.join(ckpt.checkpoint_dir(runs["full"]), "best.ckpt")
     out = str(tmp_path / "released.ckpt")
     done = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "release_model.py"), best, out],
                           capture_output=True, text=True, cwd=ROOT)
