@@ -94,7 +94,8 @@ class Adam(nn.Optimizer):
     """Adam exactly as `torch.optim.Adam` (svoice's optimizer): eps is added to the bias-corrected
     sqrt(v). (MindSpore's nn.Adam adds it before the correction, which moves parameters with small
     gradients differently: 13 % of the movement after 10 steps of a small SWave.) Weight decay is
-    added to the gradient, as in PyTorch. State: `moment1.*`, `moment2.*`, `adam_step`."""
+    added to the gradient, as in PyTorch. State: `moment1.*`, `moment2.*`, `adam_step` (updates
+    taken; nn.Optimizer's own `global_step` is not used, as the lr is a Parameter the trainer sets)."""
 
     def __init__(self, params, learning_rate, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         super().__init__(learning_rate, params, weight_decay)
