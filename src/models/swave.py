@@ -376,9 +376,10 @@ class HostInference:
     MindSpore's CPU runtime keeps every intermediate of a graph for any shape alive until the
     graph ends (the whole SWave: ~90 MB per second of audio). Here each step is its own graph on
     a small piece: the encoder and chunking, then every MulCat block on at most HOST_PIECE_STEPS
-    sequence-steps at a time (rows: pieces of chunks; columns: pieces of chunk positions), added
-    in place to the `(batch, chunks, K, N)` array, the output head on pieces, and the overlap-add
-    and decoder. The graphs are compiled once for any shape.
+    sequence-steps at a time (rows: pieces of chunks; columns: pieces of chunk positions, copied
+    out of the transposed view), added in place to the one `(batch, chunks, K, N)` array, the
+    output head on pieces, and the overlap-add and decoder. The graphs are compiled once for any
+    shape.
     """
 
     def __init__(self, net, piece_steps=HOST_PIECE_STEPS):
@@ -395,22 +396,25 @@ class HostInference:
                 cell.set_inputs(ms.Tensor(shape=[None, None, None, None], dtype=ms.float32))
 
     def _pieces(self, cell, sequences):
-        """`cell` on `sequences (S, T, D)` in pieces along S, as numpy pieces `(s, T, D')`."""
-        size = max(1, self.piece_steps // sequences.shape[1])
-        for start in range(0, sequences.shape[0], size):
-            yield start, cell(ms.Tensor.from_numpy(sequences[start:start + size])).asnumpy()
+        """`cell` on pieces of `sequences (batch, S, T, D)` along S (each made contiguous):
+        yields (batch index, piece slice, output `(s, T, D')` numpy)."""
+        size = max(1, self.piece_steps // sequences.shape[2])
+        for b in range(sequences.shape[0]):
+            for start in range(0, sequences.shape[1], size):
+                piece = np.ascontiguousarray(sequences[b, start:start + size])
+                yield b, slice(start, start + len(piece)), cell(ms.Tensor.from_numpy(piece)).asnumpy()
 
-    def _add_block(self, block, norm, x):
-        """x (batch, S, T, N) += norm(block(x as (batch * S, T, N))), in place."""
-        sequences = x.reshape(-1, x.shape[2], x.shape[3])
+    def _add_block(self, block, norm, sequences):
+        """sequences (batch, S, T, N) += norm(block(sequences)) in place: a view of the chunks
+        by rows (T = K) or by columns (T = chunks)."""
         if norm is None:
-            for start, out in self._pieces(block, sequences):
-                sequences[start:start + len(out)] += out
+            for b, part, out in self._pieces(block, sequences):
+                sequences[b, part] += out
             return
-        out = np.empty_like(sequences)  # the normalisation needs the whole block output
-        for start, piece in self._pieces(block, sequences):
-            out[start:start + len(piece)] = piece
-        x += norm(ms.Tensor.from_numpy(out.reshape(x.shape))).asnumpy()
+        out = np.empty(sequences.shape, np.float32)  # the normalisation needs the whole block output
+        for b, part, piece in self._pieces(block, sequences):
+            out[b, part] = piece
+        sequences += norm(ms.Tensor.from_numpy(out)).asnumpy()
 
     def __call__(self, mixture):
         net, dp = self.net, self.net.separator.rnn_model
@@ -418,21 +422,15 @@ class HostInference:
         num_samples = mixture.shape[1]
         frames = (num_samples - net.L) // (net.L // 2) + 1  # the encoder's
         x = self.chunks(ms.Tensor.from_numpy(mixture)).asnumpy()  # (batch, chunks, K, N)
-        by_column = np.empty_like(x.transpose(0, 2, 1, 3), order="C")  # (batch, K, chunks, N)
         for i in range(dp.num_layers):
             norms = (dp.rows_normalization[i], dp.cols_normalization[i]) if dp.input_normalize else (None, None)
             self._add_block(dp.rows_grnn[i], norms[0], x)
-            np.copyto(by_column, x.transpose(0, 2, 1, 3))
-            self._add_block(dp.cols_grnn[i], norms[1], by_column)
-            np.copyto(x, by_column.transpose(0, 2, 1, 3))
-        del by_column
-        sequences = x.reshape(-1, x.shape[2], x.shape[3])
-        heads = np.empty(sequences.shape[:2] + (net.C * net.N,), np.float32)
-        for start, out in self._pieces(dp.output, sequences):
-            heads[start:start + len(out)] = out
-        del x, sequences
-        heads = ms.Tensor.from_numpy(heads.reshape(mixture.shape[0], -1, net.chunk_size, net.C * net.N))
-        return self.waveforms(heads, ms.mutable(frames), ms.mutable(num_samples)).asnumpy()
+            self._add_block(dp.cols_grnn[i], norms[1], x.transpose(0, 2, 1, 3))
+        heads = np.empty(x.shape[:3] + (net.C * net.N,), np.float32)
+        for b, part, out in self._pieces(dp.output, x):
+            heads[b, part] = out
+        del x
+        return self.waveforms(ms.Tensor.from_numpy(heads), ms.mutable(frames), ms.mutable(num_samples)).asnumpy()
 
 
 def _dense(in_channels, out_channels):
