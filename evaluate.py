@@ -2,7 +2,7 @@
 or a speech enhancement model on noisy/clean pairs (SI-SNR, STOI, PESQ and their improvements).
 
     python evaluate.py --model-path CKPT [CKPT ...] --data-dir DIR [DIR ...] [--out-dir OUT]
-        [--split test] [--batch-size 1] [--pesq] [--stoi] [--window-seconds 30] [--overlap-seconds 2]
+        [--split test] [--batch-size 1] [--pesq] [--stoi] [--window-seconds 20] [--overlap-seconds 2]
         [--threshold-db -20] [-c CONFIG]
 
 DIR: a MindRecord split (test.mindrecord0, its prefix or test.json), a folder holding the split

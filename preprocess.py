@@ -12,7 +12,7 @@ Offline-inference mode (scripts/run_infer_310.sh): instead of MindRecord, write 
 as the raw float32 inputs of an exported graph, plus BINS/index.json (src/offline_inference.py):
 
     python preprocess.py --infer-bins BINS --data-dir TEST_PATH [--fixed-length N]
-        [--window-seconds 30] [--overlap-seconds 2] [--max-utterances K] [--split test] [--sample-rate 8000]
+        [--window-seconds W] [--overlap-seconds O] [--max-utterances K] [--split test] [--sample-rate 8000]
 
 TEST_PATH: anything evaluate.py reads (MindRecord split, its folder, an audio folder). --fixed-length N
 (the graph's input length, export.py --length): windows of N samples; 0 (default): a dynamic-length
@@ -33,7 +33,7 @@ from src.cli import run_main
 from src.data.layout import MIX_TYPES
 from src.data.mindrecord import SILENT_SOURCE, convert_folder
 from src.errors import check_output_dir
-from src.evaluation import open_utterances
+from src.evaluation import DEFAULT_OVERLAP_SECONDS, DEFAULT_WINDOW_SECONDS, open_utterances
 from src.offline_inference import OfflineInferenceError, plan_windows, write_enhancement_bins, write_input_bins
 
 
@@ -82,9 +82,9 @@ def parse_args(argv=None):
                             "(--data-dir: any data evaluate.py reads)")
     infer.add_argument("--fixed-length", type=_non_negative_int, default=0, metavar="N",
                        help="input samples of a fixed-length graph (export.py --length N); 0 = dynamic (default)")
-    infer.add_argument("--window-seconds", type=float, default=30.0,
+    infer.add_argument("--window-seconds", type=float, default=DEFAULT_WINDOW_SECONDS,
                        help="dynamic graph: mixtures longer than this in windows, as evaluate.py (0 = whole)")
-    infer.add_argument("--overlap-seconds", type=float, default=2.0,
+    infer.add_argument("--overlap-seconds", type=float, default=DEFAULT_OVERLAP_SECONDS,
                        help="overlap of windows, as evaluate.py (fixed length: at most half of it)")
     infer.add_argument("--max-utterances", type=_non_negative_int, default=0,
                        help="only the first K mixtures (enhancement: clean utterances, each at every SNR; 0 = all)")

@@ -1,7 +1,7 @@
 """Separate recordings into one file per speaker (or enhance them, with an enhancement model).
 
     python separate.py INPUT [INPUT ...] --out-dir OUT [--model-path CKPT [CKPT ...]]
-        [--force] [--plot] [--window-seconds 30] [--overlap-seconds 2] [--threshold-db -20] [-c CONFIG]
+        [--force] [--plot] [--window-seconds 20] [--overlap-seconds 2] [--threshold-db -20] [-c CONFIG]
 
 INPUT: audio files, folders (their audio files, not recursive) or glob patterns ("rec/*.wav").
 Writes OUT/<name>_s1.wav ... OUT/<name>_sC.wav (16-bit, at the model's sample rate) and with

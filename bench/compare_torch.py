@@ -24,7 +24,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.harness import add_swave_arguments, busy_cores, peak_rss_gb, start_rss_guard  # noqa: E402
+from bench.harness import add_swave_arguments, busy_cores, cpu_description, peak_rss_gb, start_rss_guard  # noqa: E402
 
 LR, CLIP = 5e-4, 5.0
 FRAMEWORKS = ("mindspore", "pytorch")
@@ -77,10 +77,14 @@ def _mindspore(args, task):
         median, times, first = _timed(run, args.warmup, args.steps)
         return {"median_s": median, "times_s": times, "first_s": first, "losses": losses}
     net.set_train(False)
-    if args.dynamic:  # as evaluate.py and separate.py compile it: any length
-        net.set_inputs(ms.Tensor(shape=[None, None], dtype=ms.float32))
-    mix = ms.Tensor(_data(args, args.infer_seconds, 1, 1)[0])
-    median, times, first = _timed(lambda: net(mix).asnumpy(), 1, args.infer_runs)
+    mix = _data(args, args.infer_seconds, 1, 1)[0]
+    if args.dynamic:  # as evaluate.py and separate.py run it
+        from src.inference.network import NetworkSeparator
+        separator = NetworkSeparator(net)
+        median, times, first = _timed(lambda: separator(mix), 1, args.infer_runs)
+    else:
+        mix = ms.Tensor(mix)
+        median, times, first = _timed(lambda: net(mix).asnumpy(), 1, args.infer_runs)
     return {"median_s": median, "times_s": times, "first_s": first}
 
 
@@ -153,8 +157,8 @@ def main(argv=None):
     parser.add_argument("--lstm", default="fused", choices=("native", "fused"),
                         help="MindSpore: SWave's model.lstm (default fused)")
     parser.add_argument("--dynamic", action="store_true",
-                        help="MindSpore inference: a graph for any length, as evaluate.py/separate.py compile "
-                             "it (default: compiled for the input's length)")
+                        help="MindSpore inference as evaluate.py/separate.py run it (NetworkSeparator: graphs "
+                             "for any length, a step at a time; default: one graph compiled for the input's length)")
     parser.add_argument("--max-rss-gb", type=float, default=20.0,
                         help="stop a measurement whose memory passes this (the machine has 24 GB)")
     parser.add_argument("--only", choices=FRAMEWORKS, help="run one framework only")
@@ -181,6 +185,7 @@ def main(argv=None):
 
 
 def _report(args, results):
+    print(cpu_description())
     print(f"SWave N={args.N} L={args.L} H={args.H} R={args.R} C={args.C}, {args.sample_rate} Hz, "
           f"threads={'default' if not args.threads else args.threads}, recompute={args.recompute}, lstm={args.lstm}, "
           f"inference graph {'dynamic' if args.dynamic else 'static'}")

@@ -1,5 +1,5 @@
 """What the bench scripts that run measurements in worker processes share: SWave's paper-config
-arguments, a memory guard, peak RSS, and how busy the machine is before a measurement."""
+arguments, a memory guard, peak RSS, how busy the machine is before a measurement, and which CPU it is."""
 import os
 import resource
 import sys
@@ -54,3 +54,16 @@ def busy_cores(seconds=2.0):
     time.sleep(seconds)
     total1, idle1 = sample()
     return (1 - (idle1 - idle0) / max(total1 - total0, 1)) * os.cpu_count()
+
+
+def cpu_description():
+    """'<CPU model>, avx512 yes|no, <n> cores' from /proc/cpuinfo (what a figure was measured on)."""
+    model, flags = "unknown CPU", ""
+    with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model == "unknown CPU":
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = value
+    return f"{model}, avx512 {'yes' if 'avx512f' in flags.split() else 'no'}, {os.cpu_count()} cores"

@@ -16,8 +16,8 @@ stand-in for the model; step 3 replays the results through the same calls. So th
 the speaker alignment across windows, the cross-fades and the scores are the code of
 src/inference/separation.py and src/evaluation.py, not a copy of it.
 
-- Dynamic-length graph (`export.py --length 0`): the windows of evaluate.py (default 30 s with
-  2 s overlap); shorter mixtures are one input of their own length. Same numbers as evaluate.py.
+- Dynamic-length graph (`export.py --length 0`): the windows of evaluate.py (its
+  --window-seconds / --overlap-seconds defaults); shorter mixtures are one input of their own length. Same numbers as evaluate.py.
 - Fixed-length graph of N samples: windows of N samples; mixtures shorter than N and the last
   window are zero-padded to N (the estimate is cropped). Not the same numbers as evaluate.py:
   the network sees shorter context and the windows are stitched (see the README's tolerance).
@@ -92,7 +92,7 @@ def separate_like_evaluate(separate_fn, mixture, num_speakers, window, overlap):
     return separate_long(separate_fn, mixture, num_speakers, window, overlap)
 
 
-def plan_windows(sample_rate, fixed_length=0, window_seconds=30.0, overlap_seconds=2.0):
+def plan_windows(sample_rate, fixed_length, window_seconds, overlap_seconds):
     """(window, overlap) in samples for the bins of a graph.
 
     fixed_length N > 0: windows of N samples, the overlap `overlap_seconds` capped at N // 2.

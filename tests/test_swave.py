@@ -226,6 +226,25 @@ def test_forward_matches_svoice_transcription(N, L, C, input_normalize, lengths)
     np.testing.assert_allclose(last, expected[-1], atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("input_normalize, mode", [(False, ms.GRAPH_MODE), (True, ms.PYNATIVE_MODE)])
+def test_host_inference_matches_construct(input_normalize, mode):
+    """HostInference (evaluate.py's and separate.py's path on CPU) = the whole inference graph,
+    with blocks in several pieces (rows and columns), batch 2, short and odd lengths; the
+    parameters keep their names."""
+    from src.models.swave import HostInference
+    net = SWave(16, 4, 8, 2, 3, 8000, 0.05, input_normalize=input_normalize)
+    names = [p.name for p in net.get_parameters()]
+    net.set_train(False)
+    rng = np.random.default_rng(3)
+    mixtures = [rng.standard_normal((2, T)).astype(np.float32) for T in (4, 251, 1003)]
+    expected = [net(ms.Tensor(mixture)).asnumpy() for mixture in mixtures]  # PyNative
+    ms.set_context(mode=mode)
+    runner = HostInference(net, piece_steps=64)  # K = 14: 4 sequences per row piece
+    for mixture, ref in zip(mixtures, expected):
+        np.testing.assert_allclose(runner(mixture), ref, atol=1e-5, rtol=1e-4, err_msg=f"T={mixture.shape[1]}")
+    assert [p.name for p in net.get_parameters()] == names
+
+
 # ---------------------------------------------------------------- gradients in GRAPH_MODE
 class _NetWithLoss(nn.Cell):
     def __init__(self, net):

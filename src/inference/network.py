@@ -7,17 +7,23 @@ class NetworkSeparator:
     """`separator(mixture (batch, time)) -> estimates (batch, C, time)`, numpy in and out.
 
     The network is put in inference mode and declared with a dynamic (batch, time) input, so
-    GRAPH_MODE compiles it once for every length instead of once per length.
+    GRAPH_MODE compiles it once for every length instead of once per length. A network with a
+    `host_inference()` that returns a runner (SWave on CPU: a step at a time, in bounded memory)
+    is run through it instead.
     """
 
     def __init__(self, net, dynamic=True):
-        self.net = net
+        self.net, self.runner = net, None
         if isinstance(net, ms.nn.Cell):
             net.set_train(False)
             if dynamic and not isinstance(net, ms.nn.GraphCell):
-                net.set_inputs(ms.Tensor(shape=[None, None], dtype=ms.float32))
+                host_inference = getattr(net, "host_inference", None)
+                self.runner = host_inference() if host_inference else None
+                if self.runner is None:
+                    net.set_inputs(ms.Tensor(shape=[None, None], dtype=ms.float32))
 
     def __call__(self, mixture):
         mixture = np.ascontiguousarray(mixture, dtype=np.float32)
-        out = self.net(ms.Tensor(mixture))
-        return out.asnumpy()
+        if self.runner is not None:
+            return self.runner(mixture)
+        return self.net(ms.Tensor(mixture)).asnumpy()

@@ -212,10 +212,13 @@ class Separator(nn.Cell):
         second = second.reshape(batch, -1, dim)[:, :-hop]
         return (first + second)[:, :frames]
 
+    def chunks(self, features):
+        """Encoder output `(batch, N, frames)` -> `(batch, chunks, K, N)`."""
+        return self.create_chunks(features.transpose(0, 2, 1))
+
     def construct(self, features):
         frames = features.shape[2]
-        chunks = self.create_chunks(features.transpose(0, 2, 1))
-        return tuple(self.merge_chunks(head, frames) for head in self.rnn_model(chunks))
+        return tuple(self.merge_chunks(head, frames) for head in self.rnn_model(self.chunks(features)))
 
 
 class Decoder(nn.Cell):
@@ -316,19 +319,120 @@ class SWave(nn.Cell):
         for block in self._mulcat_blocks():
             block.fused = None
 
+    def waveforms(self, head, num_samples):
+        """Decoded estimate `(batch, frames, C*N)` -> `(batch, C, num_samples)`."""
+        wave = self.decoder(head)
+        if self.tail_pad > 0:
+            wave = ops.cat((wave, ops.zeros((wave.shape[0], self.C, self.tail_pad), wave.dtype)), axis=2)
+        return wave[:, :, :num_samples]
+
     def construct(self, mixture):
         if mixture.ndim != 2:
             raise ValueError("SWave expects a mixture of shape (batch, time)")
-        batch, num_samples = mixture.shape
-        estimates = ()
-        for head in self.separator(self.encoder(mixture)):
-            wave = self.decoder(head)
-            if self.tail_pad > 0:
-                wave = ops.cat((wave, ops.zeros((batch, self.C, self.tail_pad), wave.dtype)), axis=2)
-            estimates = estimates + (wave[:, :, :num_samples],)
+        num_samples = mixture.shape[1]
+        estimates = tuple(self.waveforms(head, num_samples) for head in self.separator(self.encoder(mixture)))
         if self.training:
             return ops.stack(estimates)
         return estimates[-1]
+
+    def host_inference(self):
+        """A `HostInference` of this network when it runs on CPU (None elsewhere: keep the
+        tensors on the device and run the whole graph)."""
+        if ms.get_context("device_target") != "CPU":
+            return None
+        return HostInference(self)
+
+
+# sequence-steps per block call in HostInference: pieces of about 8 MB at N = 128
+HOST_PIECE_STEPS = 2 ** 14
+
+
+class _Chunks(nn.Cell):
+    """SWave's encoder and chunking as one graph: `(batch, time)` -> `(batch, chunks, K, N)`."""
+
+    def __init__(self, net):
+        super().__init__(auto_prefix=False)  # the parameters keep their names
+        self.net = net
+
+    def construct(self, mixture):
+        return self.net.separator.chunks(self.net.encoder(mixture))
+
+
+class _Waveforms(nn.Cell):
+    """Overlap-add of the chunks and the decoder as one graph:
+    `(batch, chunks, K, C*N)`, frames, num_samples -> `(batch, C, num_samples)`."""
+
+    def __init__(self, net):
+        super().__init__(auto_prefix=False)
+        self.net = net
+
+    def construct(self, heads, frames, num_samples):
+        return self.net.waveforms(self.net.separator.merge_chunks(heads, frames), num_samples)
+
+
+class HostInference:
+    """SWave inference (`set_train(False)`) with the dual-path tensors in host memory:
+    `(mixture (batch, time) float32 numpy) -> (batch, C, time)` numpy, the result of
+    `SWave.construct` within float rounding.
+
+    MindSpore's CPU runtime keeps every intermediate of a graph for any shape alive until the
+    graph ends (the whole SWave: ~90 MB per second of audio). Here each step is its own graph on
+    a small piece: the encoder and chunking, then every MulCat block on at most HOST_PIECE_STEPS
+    sequence-steps at a time (rows: pieces of chunks; columns: pieces of chunk positions, copied
+    out of the transposed view), added in place to the one `(batch, chunks, K, N)` array, the
+    output head on pieces, and the overlap-add and decoder. The graphs are compiled once for any
+    shape.
+    """
+
+    def __init__(self, net, piece_steps=HOST_PIECE_STEPS):
+        self.net, self.piece_steps = net, piece_steps
+        dp = net.separator.rnn_model
+        self.chunks, self.waveforms = _Chunks(net), _Waveforms(net)
+        self.chunks.set_inputs(ms.Tensor(shape=[None, None], dtype=ms.float32))
+        self.waveforms.set_inputs(ms.Tensor(shape=[None, None, None, None], dtype=ms.float32),
+                                  ms.mutable(1), ms.mutable(1))
+        for cell in [*dp.rows_grnn, *dp.cols_grnn, dp.output]:
+            cell.set_inputs(ms.Tensor(shape=[None, None, None], dtype=ms.float32))
+        if dp.input_normalize:
+            for cell in [*dp.rows_normalization, *dp.cols_normalization]:
+                cell.set_inputs(ms.Tensor(shape=[None, None, None, None], dtype=ms.float32))
+
+    def _pieces(self, cell, sequences):
+        """`cell` on pieces of `sequences (batch, S, T, D)` along S (each made contiguous):
+        yields (batch index, piece slice, output `(s, T, D')` numpy)."""
+        size = max(1, self.piece_steps // sequences.shape[2])
+        for b in range(sequences.shape[0]):
+            for start in range(0, sequences.shape[1], size):
+                piece = np.ascontiguousarray(sequences[b, start:start + size])
+                yield b, slice(start, start + len(piece)), cell(ms.Tensor.from_numpy(piece)).asnumpy()
+
+    def _add_block(self, block, norm, sequences):
+        """sequences (batch, S, T, N) += norm(block(sequences)) in place: a view of the chunks
+        by rows (T = K) or by columns (T = chunks)."""
+        if norm is None:
+            for b, part, out in self._pieces(block, sequences):
+                sequences[b, part] += out
+            return
+        out = np.empty(sequences.shape, np.float32)  # the normalisation needs the whole block output
+        for b, part, piece in self._pieces(block, sequences):
+            out[b, part] = piece
+        sequences += norm(ms.Tensor.from_numpy(out)).asnumpy()
+
+    def __call__(self, mixture):
+        net, dp = self.net, self.net.separator.rnn_model
+        mixture = np.ascontiguousarray(mixture, dtype=np.float32)
+        num_samples = mixture.shape[1]
+        frames = (num_samples - net.L) // (net.L // 2) + 1  # the encoder's
+        x = self.chunks(ms.Tensor.from_numpy(mixture)).asnumpy()  # (batch, chunks, K, N)
+        for i in range(dp.num_layers):
+            norms = (dp.rows_normalization[i], dp.cols_normalization[i]) if dp.input_normalize else (None, None)
+            self._add_block(dp.rows_grnn[i], norms[0], x)
+            self._add_block(dp.cols_grnn[i], norms[1], x.transpose(0, 2, 1, 3))
+        heads = np.empty(x.shape[:3] + (net.C * net.N,), np.float32)
+        for b, part, out in self._pieces(dp.output, x):
+            heads[b, part] = out
+        del x
+        return self.waveforms(ms.Tensor.from_numpy(heads), ms.mutable(frames), ms.mutable(num_samples)).asnumpy()
 
 
 def _dense(in_channels, out_channels):
