@@ -72,7 +72,7 @@ if table_path:
         sys.exit(f"error: {table_path}: not a readable HCCL rank table (version 1.0 with server_list): {err!r}")
     if len(device_ids) != workers:
         sys.exit(f"error: {table_path}: has {len(device_ids)} devices but DEVICE_NUM={workers}")
-    from src.training.context import best_device
+    from src.runtime.device import best_device
     try:
         device = best_device(cfg.device_target)
     except ConfigError as err:

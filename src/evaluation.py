@@ -468,8 +468,8 @@ def load_separators(checkpoints, config_path=None):
     """
     from src.config import load_config
     from src.inference.network import NetworkSeparator
-    from src.training.checkpoint import CheckpointError, load_model, read_checkpoint, stored_config
-    from src.training.context import init_context
+    from src.runtime.checkpoint import CheckpointError, load_model, read_checkpoint, stored_config
+    from src.runtime.device import init_context
 
     first_cfg = checkpoint_config(checkpoints[0], config_path)
     if is_enhancement(first_cfg):
@@ -516,7 +516,7 @@ def checkpoint_config(checkpoint, config_path=None):
     """The config of a model: `config_path` (a yaml) when given, else the one stored in
     `checkpoint` (None when it holds none)."""
     from src.config import load_config
-    from src.training.checkpoint import read_checkpoint, stored_config
+    from src.runtime.checkpoint import read_checkpoint, stored_config
     return load_config(config_path) if config_path else stored_config(read_checkpoint(checkpoint)[1])
 
 
@@ -528,8 +528,8 @@ def load_enhancer(checkpoints, cfg):
     """An enhancement model -> (Enhancer, cfg), MindSpore context set up from its config.
     checkpoints: a list holding exactly one checkpoint (an enhancement model is used alone)."""
     from src.tasks.enhancement import EnhancementTask, Enhancer
-    from src.training.checkpoint import load_model
-    from src.training.context import init_context
+    from src.runtime.checkpoint import load_model
+    from src.runtime.device import init_context
 
     if len(checkpoints) > 1:
         raise EvaluationError(f"{checkpoints[0]}: is a speech enhancement model; give it alone")

@@ -326,13 +326,8 @@ class MindSporeRunner:
 
     def __init__(self, path, device_target="auto", device_id=0):
         import mindspore as ms
-        from src.training.context import best_device
-        self.device = best_device(device_target)
-        ms.set_context(mode=ms.GRAPH_MODE)
-        if self.device == "CPU":
-            ms.set_device("CPU")
-        else:
-            ms.set_device(self.device, device_id)
+        from src.runtime.device import use_device
+        self.device = use_device(device_target, device_id=device_id)
         self.input_shapes = mindir_input_shapes(path)
         self.input_shape = self.input_shapes[0]
         self.graph = ms.nn.GraphCell(ms.load(path))

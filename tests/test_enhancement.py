@@ -362,7 +362,7 @@ def trained(tmp_path_factory):
     its gradient buffers, clipping and finiteness gate, the plateau lr schedule, validation every
     5 epochs, checkpoints), the last checkpoint loaded back; validation of the initial network
     (the seed's) and of the trained one with PESQ/STOI (PyNative)."""
-    from src.training.checkpoint import checkpoint_dir, load_model
+    from src.runtime.checkpoint import checkpoint_dir, load_model
     from src.training.trainer import train
     exp = str(tmp_path_factory.mktemp("rt_train"))
     cfg = demo_config("train.valid_pesq_stoi=false", "train.epochs=20", f"experiment_dir={exp}")

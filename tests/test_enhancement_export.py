@@ -50,7 +50,7 @@ def rt(tmp_path_factory):
     from mindspore import nn
 
     from src.models import build_model
-    from src.training.checkpoint import save_training_checkpoint
+    from src.runtime.checkpoint import save_training_checkpoint
 
     folder = tmp_path_factory.mktemp("rt")
     cfg = load_config(os.path.join(ROOT, "configs", "rt_demo.yaml"),
@@ -156,7 +156,7 @@ def test_offline_pipeline_gives_evaluate_numbers_and_the_network_mask(rt, evalua
 
     # every mask the exported graph wrote is the checkpoint network's mask for the same features
     from src.tasks.enhancement import NetworkMasker
-    from src.training.checkpoint import load_model
+    from src.runtime.checkpoint import load_model
     net, cfg = load_model(rt["ckpt"])
     masker = NetworkMasker(net, 161)
     bins = offline["out"] / "bins"

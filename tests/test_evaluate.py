@@ -266,7 +266,7 @@ def _tiny_checkpoint(folder, num_speakers):
     from mindspore import nn
     from src.config import load_config
     from src.models import build_model
-    from src.training.checkpoint import save_training_checkpoint
+    from src.runtime.checkpoint import save_training_checkpoint
     cfg = load_config(os.path.join(ROOT, "configs/demo.yaml"),
                       ["model.N=16", "model.H=16", "model.R=1", f"model.C={num_speakers}", f"experiment_dir={folder}"])
     net = build_model(cfg)

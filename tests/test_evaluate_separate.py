@@ -18,7 +18,7 @@ from src.data.layout import find_splits
 from src.evaluation import evaluate_utterances, summarize, write_report
 from src.metrics import si_snr
 from src.models import build_model
-from src.training.checkpoint import save_training_checkpoint
+from src.runtime.checkpoint import save_training_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

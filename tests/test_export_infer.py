@@ -157,7 +157,7 @@ def exported(tmp_path_factory, mini_librimix):
     from src.config import load_config
     from src.export import compare_with_network, export_network
     from src.models import build_model
-    from src.training.checkpoint import load_model, save_training_checkpoint
+    from src.runtime.checkpoint import load_model, save_training_checkpoint
 
     folder = tmp_path_factory.mktemp("export")
     previous_mode = ms.get_context("mode")

@@ -61,7 +61,7 @@ def separators(tmp_path_factory):
     from src.config import load_config
     from src.evaluation import load_separators
     from src.models import build_model
-    from src.training.checkpoint import save_training_checkpoint
+    from src.runtime.checkpoint import save_training_checkpoint
     folder = tmp_path_factory.mktemp("ckpt")
     paths = []
     for count in (2, 3):

@@ -10,7 +10,7 @@ import pytest
 from mindspore import nn
 
 from src.config import load_config
-from src.training import checkpoint as ckpt
+from src.runtime import checkpoint as ckpt
 from src.training.step import TrainStep
 from src.training import trainer as trainer_module
 from src.training.trainer import TrainingError, train

@@ -9,7 +9,7 @@ from src.inference.network import NetworkSeparator
 from src.losses import SeparationLoss
 from src.metrics import MetricError, score_utterance
 from src.models import build_model
-from src.training.context import all_reduce_sum
+from src.runtime.device import all_reduce_sum
 
 log = logging.getLogger("gdprnn")
 

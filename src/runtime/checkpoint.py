@@ -15,6 +15,7 @@ import mindspore as ms
 
 from src.config import Config, yaml_load
 from src.errors import UserError
+from src.models import build_model
 
 CHECKPOINT_DIR = "checkpoints"
 _EPOCH_RE = re.compile(r"epoch_(\d+)\.ckpt$")
@@ -53,6 +54,15 @@ def save_training_checkpoint(path, optimizer, meta, network=None):
         params.update((p.name, p) for p in network.get_parameters())
     ms.save_checkpoint([{"name": name, "data": p} for name, p in params.items()], tmp,
                        append_dict={"meta": json.dumps(meta)})
+    _publish(tmp, path)
+
+
+def save_network(path, net, meta):
+    """Write the parameters of `net` and `meta` (JSON: at least the config as yaml, under "config")
+    to `path` atomically: a model checkpoint that load_model reads (e.g. an imported one)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path[:-len(".ckpt")] + ".tmp.ckpt"
+    ms.save_checkpoint(net, tmp, append_dict={"meta": json.dumps(meta)})
     _publish(tmp, path)
 
 
@@ -155,7 +165,6 @@ def load_model(ckpt_path, cfg=None):
     """Network in inference mode from a checkpoint. The config is the one stored in the
     checkpoint unless `cfg` is given (needed for checkpoints written by other tools).
     Returns (net, cfg)."""
-    from src.models import build_model
     params, meta = read_checkpoint(ckpt_path)
     cfg = cfg or stored_config(meta)
     if cfg is None:
