@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.harness import peak_rss_gb  # noqa: E402
-from src.evaluation import DEFAULT_OVERLAP_SECONDS, DEFAULT_WINDOW_SECONDS  # noqa: E402  (separate.py's)
+from src.inference.windows import DEFAULT_OVERLAP_SECONDS, DEFAULT_WINDOW_SECONDS  # noqa: E402  (separate.py's)
 
 
 def measure(args):

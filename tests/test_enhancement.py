@@ -319,7 +319,7 @@ def speech_in_noise():
 
 
 def test_enhancer_with_an_all_ones_mask_returns_the_input(speech_in_noise):
-    from src.tasks.enhancement import Enhancer
+    from src.inference.enhancement import Enhancer
     noisy = speech_in_noise[2][:SR // 2 + 77]
     seen = []
 
@@ -337,7 +337,7 @@ def test_enhancer_with_the_oracle_mask_scores_far_above_the_noisy_input(speech_i
     the clean and noise spectra, must give far more than the noisy input, and more than the same
     mask one frame late or reversed along either axis."""
     from src.metrics import si_snr
-    from src.tasks.enhancement import Enhancer
+    from src.inference.enhancement import Enhancer
     clean, noise, noisy = speech_in_noise
     config = StftConfig(320, 160, 320)
     clean_power, noise_power = np.abs(stft(clean, config)) ** 2, np.abs(stft(noise, config)) ** 2

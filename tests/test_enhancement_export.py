@@ -18,7 +18,7 @@ import pytest
 
 from src.config import load_config, save_config
 from src.metrics import si_snr, stoi_score
-from src.offline_inference import read_index, read_inputs
+from src.inference.offline import read_index, read_inputs
 from src.tasks.enhancement import EnhancementTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -155,7 +155,7 @@ def test_offline_pipeline_gives_evaluate_numbers_and_the_network_mask(rt, evalua
     assert offline["report"]["meta"]["backend"] in ("mindspore", "mindspore_lite")
 
     # every mask the exported graph wrote is the checkpoint network's mask for the same features
-    from src.tasks.enhancement import NetworkMasker
+    from src.inference.enhancement import NetworkMasker
     from src.runtime.checkpoint import load_model
     net, cfg = load_model(rt["ckpt"])
     masker = NetworkMasker(net, 161)

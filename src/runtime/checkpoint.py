@@ -13,11 +13,14 @@ import shutil
 
 import mindspore as ms
 
-from src.config import Config, yaml_load
+from src.config import Config, load_config, yaml_load
 from src.errors import UserError
 from src.models import build_model
 
 CHECKPOINT_DIR = "checkpoints"
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                              "pretrained")
+PRETRAINED_SEPARATION = ("swave_2spk.ckpt", "swave_3spk.ckpt")   # pretrained/MODEL_CARD.md
 _EPOCH_RE = re.compile(r"epoch_(\d+)\.ckpt$")
 
 
@@ -159,6 +162,22 @@ def _preview(names, most=5):
 def stored_config(meta):
     """The resolved config stored in a checkpoint's meta (None for checkpoints without one)."""
     return Config(yaml_load(meta["config"])) if "config" in meta else None
+
+
+def model_config(checkpoint, config_path=None):
+    """The config of a model: `config_path` (a yaml) when given, else the one stored in
+    `checkpoint` (None when it holds none)."""
+    return load_config(config_path) if config_path else stored_config(read_checkpoint(checkpoint)[1])
+
+
+def pretrained_separation_models():
+    """The shipped separation checkpoints (one per speaker count), used when no model is given."""
+    paths = [os.path.join(PRETRAINED_DIR, name) for name in PRETRAINED_SEPARATION]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise CheckpointError(f"{', '.join(missing)}: shipped model missing (is this a complete clone?); "
+                              "pass --model-path CKPT [CKPT ...]")
+    return paths
 
 
 def load_model(ckpt_path, cfg=None):

@@ -93,3 +93,13 @@ def all_reduce_sum(values):
     Cell: mindspore.communication.comm_func.all_reduce has no CPU kernel in MindSpore 2.10."""
     values = ms.Tensor(np.asarray(values, np.float32).reshape(-1))
     return _all_reduce_sum_cell()(values).asnumpy().astype(np.float64)
+
+
+def combine_means(sums, counts, info):
+    """Means over the items of all workers -> (float64 `(n,)`: sums `(n,)` summed over workers / counts
+    summed over workers, 0 where no worker had an item; that total count). `info`: RunInfo (None = one worker)."""
+    totals = np.concatenate([np.asarray(sums, np.float64).reshape(-1), [float(counts)]])
+    if info is not None and info.distributed:
+        totals = all_reduce_sum(totals)
+    return totals[:-1] / max(totals[-1], 1.0), int(totals[-1])
+
