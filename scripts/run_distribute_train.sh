@@ -14,7 +14,7 @@
 # latest checkpoint. Relative paths inside the config and the overrides are relative to the
 # repository root (the workers run there); CONFIG may also be relative to the current directory.
 # MASTER_PORT sets msrun's port (default: a free one); TRAIN_SCRIPT replaces
-# train.py by another entry taking the same arguments (the tests use tests/distributed_worker.py).
+# train.py by another entry taking the same arguments (the tests use tests/training/distributed_worker.py).
 set -uo pipefail
 CALLER_DIR="$PWD"
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/env.sh"

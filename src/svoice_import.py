@@ -21,7 +21,6 @@ parameter is filled and that shapes agree.
 """
 import _compat_pickle
 import collections
-import json
 import math
 import os
 import pickle

@@ -18,7 +18,8 @@ LAYERS = [
     ("tasks", ["src.tasks"]),
     ("training, importer, command line", ["src.training", "src.svoice_import", "src.cli"]),
 ]
-# imports allowed inside functions: dependencies that may be missing or are only needed by one tool
+# imports allowed inside functions: optional dependencies (torch, mindspore_lite, onnxruntime) and
+# those slow to import that one function needs (fast_bss_eval: 6 s, pystoi, matplotlib, ...)
 OPTIONAL = ("torch", "mindspore_lite", "onnxruntime", "pesq", "pystoi", "fast_bss_eval", "soxr", "matplotlib")
 
 

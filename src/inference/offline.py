@@ -8,14 +8,14 @@ results are in src/inference/runners.py; what each task records, checks and scor
 Pipeline (scripts/run_infer_310.sh):
 1. `preprocess.py --infer-bins DIR` -> `write_input_bins`: every input a separator would get from
    evaluate.py for each test mixture, one raw float32 file each, plus `DIR/index.json`.
-2. `infer.py` -> src/inference/runners.py (`open_runner` + `run_bins`): each .bin through the model (MindSpore Lite when
-   installed, else MindSpore's GraphCell), one result file per input.
+2. `infer.py` -> src/inference/runners.py (`open_runner` + `run_bins`): each .bin through the
+   model (MindSpore Lite when installed, else MindSpore's GraphCell), one result file per input.
 3. `postprocess.py` -> `ReplaySeparator` + src/evaluation: evaluate.py's own separation and
    scoring run again, with the stored results standing in for the model.
 
 The inputs of step 1 are recorded by running the same call evaluate.py makes
-(src.inference.windows.separate) with a recording
-stand-in for the model; step 3 replays the results through the same calls. So the window layout,
+(src.inference.windows.separate) with a recording stand-in for the model; step 3 replays the
+results through the same calls. So the window layout,
 the speaker alignment across windows, the cross-fades and the scores are the code of
 src/inference/ and src/evaluation/, not a copy of it.
 
@@ -26,11 +26,12 @@ src/inference/ and src/evaluation/, not a copy of it.
   the network sees shorter context and the windows are stitched (see the README's tolerance).
 
 Enhancement (the mask network, export.py of an enhancement checkpoint): `write_enhancement_bins`
-records the network inputs of every fixed test pair of the config (src.data.enhancement.enhancement_pairs)
-by running the Enhancer of src/inference/enhancement.py with a recording masker (STFT and features
-on the host); postprocess.py replays the stored masks through the same Enhancer (`ReplayMasker`:
-mask x noisy spectrum, inverse STFT) and scores the pairs with evaluate.py's code. A dynamic
-frame axis only: every pair is one input of its own length, so the numbers are evaluate.py's.
+records the network inputs of every fixed test pair of the config
+(src.data.enhancement.enhancement_pairs) by running the Enhancer of src/inference/enhancement.py
+with a recording masker (STFT and features on the host); postprocess.py replays the stored masks
+through the same Enhancer (`ReplayMasker`: mask x noisy spectrum, inverse STFT) and scores the
+pairs with evaluate.py's code. A dynamic frame axis only: every pair is one input of its own
+length, so the numbers are evaluate.py's.
 
 Files:
   DIR/index.json      {"version", "id", "task" (separation | enhancement), "sample_rate",

@@ -181,7 +181,8 @@ class EnhancementTask(Task):
             raise OfflineInferenceError(f"--fixed-length {args.fixed_length}: enhancement graphs take any number of "
                                         "frames (export.py exports them with a dynamic frame axis); leave it at 0")
         if args.sample_rate and args.sample_rate != cfg.sample_rate:
-            raise OfflineInferenceError(f"--sample-rate {args.sample_rate}: {args.config} works at {cfg.sample_rate} Hz")
+            raise OfflineInferenceError(f"--sample-rate {args.sample_rate}: {args.config} works at "
+                                        f"{cfg.sample_rate} Hz")
         if args.resample:
             cfg.data.resample = True
         if args.downmix:

@@ -19,7 +19,7 @@ from src.evaluation.report import EvaluationError, write_report
 from src.data.layout import find_splits, load_utterance
 from src.metrics import si_snr
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RATE = 8000
 
 

@@ -15,7 +15,7 @@ from src.training.step import TrainStep
 from src.training import trainer as trainer_module
 from src.training.trainer import TrainingError, train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def tiny_config(data_dir, exp_dir, *overrides):

@@ -60,7 +60,7 @@ def test_ten_adam_steps_match_pytorch_reference():
                                            strict_load=True)
     assert not not_loaded
     net.set_train(True)
-    optimizer = build_optimizer(net, Config(lr=LR))
+    optimizer = build_optimizer(net, Config(lr=LR, weight_decay=0.0))
     step = TrainStep(net, SeparationLoss(), optimizer, clip_grad_norm=MAX_NORM)
 
     batches = _batches()

@@ -1,6 +1,6 @@
 """Data parallel: scripts/run_distribute_train.sh with msrun on CPU, 2 workers on the bundled data.
 
-Three real runs (module fixture `runs`), each through the launcher with tests/distributed_worker.py
+Three real runs (module fixture `runs`), each through the launcher with tests/training/distributed_worker.py
 (train.py that also saves every worker's final parameters and the training mixtures it was given):
   two      2 workers x batch 2, 2 epochs;
   one      1 worker x batch 4 (same global batch), 2 epochs, started from scripts/;
@@ -21,9 +21,9 @@ import pytest
 from src.data.dataset import iterate_utterances
 from src.runtime import checkpoint as ckpt
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAUNCHER = os.path.join(ROOT, "scripts", "run_distribute_train.sh")
-WORKER = os.path.join(ROOT, "tests", "distributed_worker.py")
+WORKER = os.path.join(ROOT, "tests", "training", "distributed_worker.py")
 GLOBAL_BATCH, EPOCHS, TRAIN_ROWS = 4, 2, 8
 
 

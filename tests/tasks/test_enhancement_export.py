@@ -21,7 +21,7 @@ from src.metrics import si_snr, stoi_score
 from src.inference.offline import read_index, read_inputs
 from src.tasks.enhancement import EnhancementTask
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SNRS = ("-5", "0", "5")
 NUM_PAIRS = 4 * len(SNRS)
 SCORES = ("si_snr", "si_snri", "stoi", "stoii", "pesq", "pesqi")

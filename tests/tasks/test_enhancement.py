@@ -19,7 +19,7 @@ from src.losses.mask_loss import MagnitudeMSELoss, MaskMSELoss
 from src.models.rtransformer import LocalRNN, RTransformer, build_rtransformer
 from src.tasks.enhancement import EnhancementTask
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO = os.path.join(ROOT, "configs", "rt_demo.yaml")
 SR = 16000
 
