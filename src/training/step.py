@@ -94,7 +94,8 @@ class Adam(nn.Optimizer):
     """Adam exactly as `torch.optim.Adam` (svoice's optimizer): eps is added to the bias-corrected
     sqrt(v). (MindSpore's nn.Adam adds it before the correction, which moves parameters with small
     gradients differently: 13 % of the movement after 10 steps of a small SWave.) Weight decay is
-    added to the gradient, as in PyTorch. State: `moment1.*`, `moment2.*`, `adam_step`."""
+    added to the gradient, as in PyTorch. State: `moment1.*`, `moment2.*`, `adam_step`; `global_step`
+    counts the updates as in MindSpore's optimizers."""
 
     def __init__(self, params, learning_rate, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         super().__init__(learning_rate, params, weight_decay)
@@ -106,6 +107,7 @@ class Adam(nn.Optimizer):
     def construct(self, gradients):
         gradients = self.decay_weight(gradients)
         step = ops.assign_add(self.adam_step, ops.ones((), ms.float32))
+        ops.assign_add(self.global_step, self.global_step_increase_tensor)
         correction1 = 1.0 - ops.pow(ms.Tensor(self.beta1, ms.float32), step)
         correction2 = 1.0 - ops.pow(ms.Tensor(self.beta2, ms.float32), step)
         update = ops.partial(_adam_update, self.get_lr(), self.beta1, self.beta2, self.eps, correction1, correction2)
