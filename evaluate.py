@@ -51,8 +51,8 @@ def _positive_int(text):
 
 
 def parse_args(argv=None):
+    from src.cli import add_window_arguments
     from src.data.layout import MIX_TYPES
-    from src.evaluation import add_window_arguments
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-path", nargs="+", required=True, metavar="CKPT",
                         help="checkpoint(s); several = one per speaker count (speaker counting)")
@@ -91,100 +91,20 @@ def output_dir(args):
     return out_dir
 
 
-def _chained(sources):
-    """Utterances of several data folders one after the other, each row tagged with its folder."""
-    from src.evaluation import sized
-
-    def generate():
-        for path, utterances in sources:
-            for utt in utterances:
-                utt["data"] = path
-                yield utt
-    lengths = [len(u) if hasattr(u, "__len__") else None for _, u in sources]
-    return generate() if None in lengths else sized(generate(), sum(lengths))
-
-
 def _command(argv):
     return " ".join([os.path.basename(sys.argv[0] or "evaluate.py")] + (sys.argv[1:] if argv is None else argv))
 
 
-def evaluate_enhancement(args, cfg, argv):
-    """The enhancement report: the config's (or --data-dir's) fixed pairs, scored whole."""
-    from src import evaluation
-
-    out_dir = output_dir(args)
-    enhancer, cfg = evaluation.load_enhancer(args.model_path, cfg)
-    if args.resample:
-        cfg.data.resample = True
-    if args.downmix:
-        cfg.data.downmix = True
-    pairs, data = evaluation.enhancement_pairs(cfg, args.split, args.data_dir)
-    rows = evaluation.evaluate_enhancement(enhancer, pairs, cfg.sample_rate)
-    if not rows:
-        raise evaluation.EvaluationError(f"no pairs in {data['clean']}")
-    summary = evaluation.summarize_enhancement(rows)
-    meta = {"checkpoint": os.path.abspath(args.model_path[0]), "config": cfg.to_dict(), "data": data,
-            "sample_rate": cfg.sample_rate, "command": _command(argv)}
-    evaluation.print_enhancement_summary(summary)
-    csv_path, json_path = evaluation.write_report(rows, summary, out_dir, meta)
-    print(f"Per-pair scores: {csv_path}; summary: {json_path}")
-    return 1 if summary["failed"] else 0
-
-
 def main(argv=None):
     args = parse_args(argv)
-    from src import evaluation
+    from src.evaluation.report import publish
+    from src.runtime.checkpoint import model_config
+    from src.tasks import task_of
 
-    first_cfg = evaluation.checkpoint_config(args.model_path[0], args.config)
-    if evaluation.is_enhancement(first_cfg):
-        return evaluate_enhancement(args, first_cfg, argv)
-    if not args.data_dir:
-        raise evaluation.EvaluationError("--data-dir is required for a separation model (the test mixtures and "
-                                         "their sources)")
+    cfg = model_config(args.model_path[0], args.config)
+    task = task_of(cfg)
     out_dir = output_dir(args)
-    separators, configs = evaluation.load_separators(args.model_path, args.config)
-    counting = len(separators) > 1
-    sample_rate = next(iter(configs.values())).sample_rate
-    window, overlap = evaluation.window_samples(args.window_seconds, args.overlap_seconds, sample_rate)
-    num_speakers = None if counting else next(iter(configs))
-    sources = [(path, evaluation.open_utterances(path, sample_rate, num_speakers, args.split, args.mix_type,
-                                                 args.resample, args.downmix))
-               for path in args.data_dir]
-    utterances = _chained(sources) if len(sources) > 1 else sources[0][1]
-
-    if counting:
-        rows = evaluation.evaluate_counting(separators, utterances, sample_rate, args.threshold_db, window,
-                                            overlap, args.batch_size)
-    else:
-        (separate_fn,) = separators.values()
-        rows = evaluation.evaluate_utterances(separate_fn, utterances, sample_rate, window, overlap,
-                                              args.pesq, args.stoi, batch_size=args.batch_size)
-    if not rows:
-        raise evaluation.EvaluationError(f"no utterances in {', '.join(args.data_dir)}")
-
-    summary = evaluation.summarize_counting(rows) if counting else evaluation.summarize(rows)
-    meta = {
-        "checkpoint": [os.path.abspath(p) for p in args.model_path] if counting else os.path.abspath(args.model_path[0]),
-        "config": {str(c): cfg.to_dict() for c, cfg in configs.items()} if counting
-        else next(iter(configs.values())).to_dict(),
-        "data": [os.path.abspath(p) for p in args.data_dir],
-        "split": args.split, "mix_type": args.mix_type, "sample_rate": sample_rate,
-        "window_seconds": args.window_seconds if window else None,
-        "overlap_seconds": args.overlap_seconds if window else None,
-        "batch_size": args.batch_size,
-        "command": _command(argv),
-    }
-    if counting:
-        meta["threshold_db"] = args.threshold_db
-        meta["unmatched_outputs"] = ("a true source without an output is scored with the mixture as its estimate "
-                                     "(0 dB improvement); outputs beyond the true count are not scored")
-    if counting:
-        evaluation.print_counting_summary(summary)
-    else:
-        evaluation.print_summary(summary)
-    csv_path, json_path = evaluation.write_report(rows, summary, out_dir, meta)
-    print(f"Per-utterance scores: {csv_path}; summary: {json_path}")
-    return 1 if summary["failed"] else 0
+    return publish(task.evaluate(args, cfg, _command(argv)), out_dir)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ onnxruntime (for the check); AIR needs an Ascend device and is not checked (Mind
 AIR files).
 """
 import argparse
-import os
 import time
 
 from src.cli import run_main
@@ -42,23 +41,17 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    import mindspore as ms
-
     from src.config import load_config
     from src.errors import check_output_file
-    from src.export import check_request, compare_with_network, export_network, graph_for, output_path
-    from src.training.checkpoint import load_model
-    from src.training.context import best_device
+    from src.export import check_request, compare_with_network, export_network, output_path
+    from src.runtime.checkpoint import load_model
+    from src.runtime.device import use_device
+    from src.tasks import task_of
 
     check_output_file(output_path(args.file_name, args.file_format), "--file-name")
-    device = best_device(args.device_target)
-    ms.set_context(mode=ms.GRAPH_MODE)
-    if device == "CPU":
-        ms.set_device("CPU")
-    else:
-        ms.set_device(device, int(os.environ.get("DEVICE_ID", 0)))
+    device = use_device(args.device_target)
     net, cfg = load_model(args.ckpt, load_config(args.config) if args.config else None)
-    graph = graph_for(cfg)
+    graph = task_of(cfg).export_graph(cfg)
     graph.check_export(args.file_format, args.length)
     check_request(args.file_format, args.length, graph.min_length, device)
 

@@ -50,7 +50,8 @@ def parse_args(argv=None):
 def input_length(model_path, backend):
     """The graph's fixed input length, 0 for a dynamic axis: samples of a separation graph
     `(1, time)`, frames of an enhancement graph `(1, frames, bins)`."""
-    from src.offline_inference import OfflineInferenceError, lite_available, mindir_input_shapes, open_runner
+    from src.inference.offline import OfflineInferenceError
+    from src.inference.runners import lite_available, mindir_input_shapes, open_runner
     if not os.path.isfile(model_path):
         raise OfflineInferenceError(f"{model_path}: model file not found (export one with export.py)")
     if backend == "mindspore" or (backend == "auto" and not lite_available()):
@@ -66,7 +67,9 @@ def input_length(model_path, backend):
 def main(argv=None):
     args = parse_args(argv)
     from src.errors import OutputError, check_output_dir
-    from src.offline_inference import open_runner, run_bins
+    from src.inference.offline import read_index
+    from src.inference.runners import open_runner, run_bins
+    from src.tasks import get_task
 
     if args.input_length:
         print(input_length(args.mindir, args.backend))
@@ -76,7 +79,8 @@ def main(argv=None):
                           "give another folder")
     check_output_dir(args.result_dir, "--result-dir")
     runner = open_runner(args.mindir, args.device_target, args.device_id, args.backend)
-    run = run_bins(runner, args.mindir, args.bin_dir, args.result_dir)
+    task = get_task(read_index(args.bin_dir)["task"])
+    run = run_bins(runner, args.mindir, args.bin_dir, args.result_dir, task)
     print(f"{run['num_inputs']} inputs ({run['audio_seconds']:.1f} s of audio) through {args.mindir} with "
           f"{run['backend']} on {run['device']} in {run['elapsed_seconds']:.1f} s "
           f"(real-time factor {run['real_time_factor']:.3f}) -> {args.result_dir}")

@@ -9,7 +9,7 @@ first; any problem is reported (all of them, each naming its file) with exit cod
 is written.
 
 Offline-inference mode (scripts/run_infer_310.sh): instead of MindRecord, write each test mixture
-as the raw float32 inputs of an exported graph, plus BINS/index.json (src/offline_inference.py):
+as the raw float32 inputs of an exported graph, plus BINS/index.json (src/inference/offline.py):
 
     python preprocess.py --infer-bins BINS --data-dir TEST_PATH [--fixed-length N]
         [--window-seconds W] [--overlap-seconds O] [--max-utterances K] [--split test] [--sample-rate 8000]
@@ -23,18 +23,15 @@ of data.<split>_clean / _noise / _snrs, as evaluate.py scores them):
 
     python preprocess.py --infer-bins BINS -c CONFIG [--split test] [--max-utterances K]
 
-writes each pair's mask-network inputs (features and frame lengths, src/offline_inference.py).
+writes each pair's mask-network inputs (features and frame lengths, src/inference/offline.py).
 """
 import argparse
-import os
 import sys
 
 from src.cli import run_main
 from src.data.layout import MIX_TYPES
-from src.data.mindrecord import SILENT_SOURCE, convert_folder
 from src.errors import check_output_dir
-from src.evaluation import DEFAULT_OVERLAP_SECONDS, DEFAULT_WINDOW_SECONDS, open_utterances
-from src.offline_inference import OfflineInferenceError, plan_windows, write_enhancement_bins, write_input_bins
+from src.inference.windows import DEFAULT_OVERLAP_SECONDS, DEFAULT_WINDOW_SECONDS
 
 
 def _positive_int(text):
@@ -104,6 +101,7 @@ def parse_args(argv=None):
 
 def convert(args):
     """The MindRecord conversion mode: writes the splits and prints what was written."""
+    from src.data.mindrecord import SILENT_SOURCE, convert_folder
     check_output_dir(args.out_dir)
     written = convert_folder(
         args.data_dir, args.out_dir, args.sample_rate or DEFAULT_SAMPLE_RATE, args.num_shards, mix_type=args.mix_type,
@@ -122,44 +120,22 @@ def convert(args):
 
 
 def write_infer_bins(args):
-    """The offline-inference mode: every model input of the test mixtures as a .bin file + index."""
-    check_output_dir(args.infer_bins, "--infer-bins")
-    sample_rate = args.sample_rate or DEFAULT_SAMPLE_RATE
-    window, overlap = plan_windows(sample_rate, args.fixed_length, args.window_seconds, args.overlap_seconds)
-    split = args.split or "test"
-    utterances = open_utterances(args.data_dir, sample_rate, args.num_speakers, split, args.mix_type,
-                                 args.resample, args.downmix)
-    data = {"path": os.path.abspath(args.data_dir), "split": split, "mix_type": args.mix_type,
-            "resample": args.resample, "downmix": args.downmix}
-    write_input_bins(utterances, args.infer_bins, sample_rate, args.fixed_length, window, overlap, data,
-                     args.max_utterances)
-
-
-def write_enhancement_infer_bins(args):
-    """The offline-inference mode for an enhancement model: its config's test pairs."""
+    """The offline-inference mode: every model input of the test data (separation: --data-dir's
+    mixtures; an enhancement config's test pairs with -c) as a .bin file + index, by its task."""
     from src.config import load_config
-    cfg = load_config(args.config)
-    if cfg.get("task", "separation") != "enhancement":
-        raise OfflineInferenceError(f"{args.config}: is a '{cfg.get('task', 'separation')}' config; -c is for "
-                                    "enhancement models (for separation give --data-dir TEST_PATH)")
-    if args.fixed_length:
-        raise OfflineInferenceError(f"--fixed-length {args.fixed_length}: enhancement graphs take any number of "
-                                    "frames (export.py exports them with a dynamic frame axis); leave it at 0")
-    if args.sample_rate and args.sample_rate != cfg.sample_rate:
-        raise OfflineInferenceError(f"--sample-rate {args.sample_rate}: {args.config} works at {cfg.sample_rate} Hz")
-    if args.resample:
-        cfg.data.resample = True
-    if args.downmix:
-        cfg.data.downmix = True
+    from src.tasks import task_of
+
+    cfg = load_config(args.config) if args.config else None
+    if cfg is None:
+        args.sample_rate = args.sample_rate or DEFAULT_SAMPLE_RATE
+    task = task_of(cfg)
     check_output_dir(args.infer_bins, "--infer-bins")
-    write_enhancement_bins(cfg, args.infer_bins, args.split or "test", args.max_utterances)
+    task.write_offline_inputs(args, cfg)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.config:
-        write_enhancement_infer_bins(args)
-    elif args.infer_bins:
+    if args.infer_bins:
         write_infer_bins(args)
     else:
         convert(args)

@@ -85,15 +85,12 @@ def output_stem(path):
     return os.path.splitext(os.path.basename(path))[0]
 
 
-def output_path(out_dir, stem, index, enhancement):
-    """`<stem>_s<index+1>.wav` for separated speakers, `<stem>_enhanced.wav` for enhancement."""
-    return os.path.join(out_dir, f"{stem}_enhanced.wav" if enhancement else f"{stem}_s{index + 1}.wav")
-
-
 def stem_of_output(name):
-    """The input stem whose audio output the file name `name` would be (`<stem>_s<k>.wav`,
-    `<stem>_enhanced.wav`), else None."""
-    match = re.fullmatch(r"(.+)_(s\d+|enhanced)\.wav", name)
+    """The input stem whose audio output the file name `name` would be (`<stem>_<suffix>.wav` for
+    any task's output names: `_s<k>`, `_enhanced`), else None."""
+    from src.tasks import all_tasks
+    suffixes = "|".join(task.output_pattern for task in all_tasks())
+    match = re.fullmatch(rf"(.+)_({suffixes})\.wav", name)
     return match and match.group(1)
 
 
@@ -143,13 +140,13 @@ def read_mixture(path, sample_rate, min_samples):
     return mixture, notes
 
 
-def separate_file(path, separators, sample_rate, min_samples, out_dir, window, overlap, threshold_db,
-                  force=False, plot=False, enhancement=False):
-    """Separate one input and write its outputs -> (written paths, notes). AudioError /
-    SeparationError / InputError name the problem."""
+def separate_file(path, task, separators, sample_rate, min_samples, out_dir, window, overlap, threshold_db,
+                  force=False, plot=False):
+    """Separate one input with the `task`'s models and write its outputs -> (written paths, notes).
+    AudioError / SeparationError / InputError name the problem."""
     from src.audio import write_audio
-    from src.inference.separation import separate_long, separate_whole
     from src.inference.speaker_count import count_and_separate
+    from src.inference.windows import separate
 
     stem = output_stem(path)
     existing = existing_outputs(out_dir, stem, plot)
@@ -158,10 +155,7 @@ def separate_file(path, separators, sample_rate, min_samples, out_dir, window, o
     mixture, notes = read_mixture(path, sample_rate, min_samples)
     if len(separators) == 1:
         (num_speakers, separate_fn), = separators.items()
-        if window is None:
-            estimates = separate_whole(separate_fn, mixture, num_speakers)
-        else:
-            estimates = separate_long(separate_fn, mixture, num_speakers, window, overlap)
+        estimates = separate(separate_fn, mixture, num_speakers, window, overlap)
     else:
         num_speakers, estimates, trace = count_and_separate(separators, mixture, threshold_db, window, overlap)
         runs = " then ".join(f"C={c} ({found} active)" for c, found in trace)
@@ -169,7 +163,7 @@ def separate_file(path, separators, sample_rate, min_samples, out_dir, window, o
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for index, estimate in enumerate(estimates):
-        target = output_path(out_dir, stem, index, enhancement)
+        target = os.path.join(out_dir, task.output_name(stem, index))
         write_audio(target, estimate, sample_rate)
         written.append(target)
     for stale in sorted(set(existing) - set(written) - {plot_path(out_dir, stem)}):
@@ -178,12 +172,12 @@ def separate_file(path, separators, sample_rate, min_samples, out_dir, window, o
     if plot:
         from src.plotting import plot_separation
         written.append(plot_separation(mixture, estimates, sample_rate, plot_path(out_dir, stem),
-                                       title=os.path.basename(path), enhancement=enhancement))
+                                       task.plot_labels(len(estimates)), title=os.path.basename(path)))
     return written, notes
 
 
 def parse_args(argv=None):
-    from src.evaluation import add_window_arguments
+    from src.cli import add_window_arguments
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders or glob patterns")
     parser.add_argument("--model-path", nargs="+", metavar="CKPT",
@@ -202,8 +196,10 @@ def main(argv=None):
     args = parse_args(argv)
     from src.audio import AudioError
     from src.errors import check_output_dir
-    from src.evaluation import load_separators, min_input_samples, pretrained_separation_models, window_samples
     from src.inference.separation import SeparationError
+    from src.inference.windows import window_samples
+    from src.runtime.checkpoint import model_config, pretrained_separation_models
+    from src.tasks import task_of
 
     files, problems = expand_inputs(args.inputs)
     for problem in problems:
@@ -213,10 +209,12 @@ def main(argv=None):
         return 1
     check_output_dir(args.out_dir)
     clobbering = overwritten_inputs(files, args.out_dir)
-    separators, configs = load_separators(args.model_path or pretrained_separation_models(), args.config)
+    checkpoints = args.model_path or pretrained_separation_models()
+    cfg = model_config(checkpoints[0], args.config)
+    task = task_of(cfg)
+    separators, configs = task.load_separators(checkpoints, cfg, args.config)
     sample_rate = next(iter(configs.values())).sample_rate
-    min_samples = max(min_input_samples(cfg) for cfg in configs.values())
-    enhancement = next(iter(configs.values())).get("task") == "enhancement"
+    min_samples = max(task.min_input_samples(cfg) for cfg in configs.values())
     window, overlap = window_samples(args.window_seconds, args.overlap_seconds, sample_rate)
 
     first_with_stem, failed = {}, list(problems)
@@ -228,10 +226,10 @@ def main(argv=None):
                                  f"{args.out_dir}; give another --out-dir")
             if stem in first_with_stem:
                 raise InputError(f"{path}: its outputs would take the names of those of {first_with_stem[stem]} "
-                                 f"({stem}_s1.wav, ...); separate it in another run or rename it")
+                                 f"({task.output_name(stem, 0)}, ...); separate it in another run or rename it")
             first_with_stem[stem] = path
-            written, notes = separate_file(path, separators, sample_rate, min_samples, args.out_dir, window,
-                                           overlap, args.threshold_db, args.force, args.plot, enhancement)
+            written, notes = separate_file(path, task, separators, sample_rate, min_samples, args.out_dir, window,
+                                           overlap, args.threshold_db, args.force, args.plot)
         except (AudioError, SeparationError, InputError) as err:
             message = str(err) if str(err).startswith(path) else f"{path}: {err}"
             print(f"error: {message}", file=sys.stderr)

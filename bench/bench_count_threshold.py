@@ -44,10 +44,11 @@ def main():
     parser.add_argument("--thresholds", nargs="+", type=float, default=[-40, -30, -25, -20, -15, -10, -6, -3])
     args = parser.parse_args()
 
-    from src.evaluation import load_separators, open_utterances
+    from src.data.dataset import open_utterances
     from src.inference.speaker_count import count_and_separate, output_levels_db
+    from src.tasks.separation import SeparationTask
 
-    separators, configs = load_separators(args.model_path)
+    separators, configs = SeparationTask().load_separators(args.model_path, None)
     sample_rate = next(iter(configs.values())).sample_rate
     mixtures, outputs, source_levels = [], {c: {} for c in separators}, {}
     for path in args.data_dir:

@@ -32,7 +32,7 @@ def worker(config, overrides, steps):
     from src.config import load_config
     from src.losses import SeparationLoss
     from src.models import build_model
-    from src.training.context import init_context
+    from src.runtime.device import init_context
     from src.training.step import TrainStep, build_optimizer
 
     cfg = load_config(config, overrides)

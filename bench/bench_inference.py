@@ -30,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.harness import busy_cores, cpu_description, current_rss_gb, peak_rss_gb, start_rss_guard  # noqa: E402
-from src.evaluation import DEFAULT_OVERLAP_SECONDS, DEFAULT_WINDOW_SECONDS  # noqa: E402  (separate.py's)
+from src.inference.windows import DEFAULT_OVERLAP_SECONDS, DEFAULT_WINDOW_SECONDS  # noqa: E402  (separate.py's)
 
 FRAMEWORKS = ("gdprnn", "pytorch")
 WARMUP_SECONDS = 0.1

@@ -14,7 +14,7 @@
 # latest checkpoint. Relative paths inside the config and the overrides are relative to the
 # repository root (the workers run there); CONFIG may also be relative to the current directory.
 # MASTER_PORT sets msrun's port (default: a free one); TRAIN_SCRIPT replaces
-# train.py by another entry taking the same arguments (the tests use tests/distributed_worker.py).
+# train.py by another entry taking the same arguments (the tests use tests/training/distributed_worker.py).
 set -uo pipefail
 CALLER_DIR="$PWD"
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/env.sh"
@@ -72,7 +72,7 @@ if table_path:
         sys.exit(f"error: {table_path}: not a readable HCCL rank table (version 1.0 with server_list): {err!r}")
     if len(device_ids) != workers:
         sys.exit(f"error: {table_path}: has {len(device_ids)} devices but DEVICE_NUM={workers}")
-    from src.training.context import best_device
+    from src.runtime.device import best_device
     try:
         device = best_device(cfg.device_target)
     except ConfigError as err:

@@ -1,4 +1,5 @@
-"""Shared pieces of the entry scripts: one `error:` line instead of a traceback.
+"""Shared pieces of the entry scripts: one `error:` line instead of a traceback, and the
+window options of evaluate.py and separate.py.
 
 Every entry script runs its main() through `run_main`: a `UserError` (src/errors.py: config,
 data, audio, checkpoint, output location, ...) is printed as `error: <message>` with exit
@@ -9,6 +10,8 @@ import os
 import sys
 
 from src.errors import UserError
+from src.inference.speaker_count import DEFAULT_THRESHOLD_DB
+from src.inference.windows import DEFAULT_OVERLAP_SECONDS, DEFAULT_WINDOW_SECONDS
 
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "GDPRNN_DEBUG"
@@ -30,3 +33,19 @@ def run_main(main):
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(status or 0)
+
+
+def add_window_arguments(parser):
+    """--window-seconds, --overlap-seconds and --threshold-db (evaluate.py and separate.py)."""
+    parser.add_argument("--window-seconds", type=float, default=DEFAULT_WINDOW_SECONDS,
+                        help="inputs longer than this are separated in overlapping windows of this length "
+                             f"(bounded memory; default {DEFAULT_WINDOW_SECONDS:g}); 0 = always one call")
+    parser.add_argument("--overlap-seconds", type=float, default=DEFAULT_OVERLAP_SECONDS,
+                        help="overlap of consecutive windows, at most half a window; speakers are matched across "
+                             f"windows on it, so keep it longer than pauses (default {DEFAULT_OVERLAP_SECONDS:g})")
+    parser.add_argument("--threshold-db", type=float, default=DEFAULT_THRESHOLD_DB,
+                        help="several checkpoints: an output counts as a speaker when its energy is at least this "
+                             f"many dB relative to the loudest output (default {DEFAULT_THRESHOLD_DB:g}: far below "
+                             "the quietest real speaker, at most 5.9 dB under the loudest in all 232 bundled "
+                             "mixtures; where your models' silent outputs sit: bench/bench_count_threshold.py)")
+

@@ -126,6 +126,11 @@ STFT = {
     "n_fft": _count(320, low=2), "hop": _count(160), "win": _count(320, doc="<= n_fft, hop <= win / 2"),
 }
 
+SECTIONS_BY_TASK = {   # sections only some tasks have
+    "separation": {},
+    "enhancement": {"stft": STFT},
+}
+
 
 def schema(task, model_name):
     """Nested dict {key: Key or section dict} for a config of `task` with model `model_name`
@@ -134,9 +139,8 @@ def schema(task, model_name):
         "model": {"name": Key("str", choices=tuple(MODELS)), **MODELS[model_name]},
         "data": DATA[task],
         "train": {**TRAIN, **TRAIN_BY_TASK[task]},
+        **SECTIONS_BY_TASK[task],
     }
-    if task == "enhancement":
-        sections["stft"] = STFT
     return {**TOP_LEVEL, **sections}
 
 

@@ -1,9 +1,9 @@
 """Export a trained network for deployment and check the file against the network.
 
-What the graph takes and returns depends on the task (`graph_for(cfg)`):
+What the graph takes and returns depends on the task (its `export_graph(cfg)`, src/tasks/):
 - separation (SeparationGraph): the network in inference mode, `mixture (1, time)` float32 ->
   `estimate (1, C, time)` (the last layer's estimate only); details below.
-- enhancement (src.tasks.enhancement.MaskGraph): the mask network, `features (1, frames, bins)`
+- enhancement (MaskGraph): the mask network, `features (1, frames, bins)`
   float32 + `frame_lengths (1,)` int32 -> `mask (1, frames, bins)`, dynamic frames axis; the
   STFT, features and inverse STFT stay on the host.
 
@@ -13,7 +13,7 @@ Separation graphs:
   reshapes, see src/models/swave.py). The batch axis stays 1: SWave's constant zero blocks
   fix it.
 - length N: exactly N samples, for devices that need static shapes (Ascend 310 through
-  MindSpore Lite). Longer recordings are then cut into windows of N (src/offline_inference.py).
+  MindSpore Lite). Longer recordings are then cut into windows of N (src/inference/offline.py).
 
 Formats: MINDIR (default; loaded back with `nn.GraphCell(mindspore.load(...))` and compared with
 the network), ONNX (static length only, as MindSpore exports it; compared with the network in
@@ -22,9 +22,13 @@ backend and cannot load it back, so AIR is not compared).
 """
 import os
 
+import mindspore as ms
 import numpy as np
 
 from src.errors import UserError
+from src.features import StftConfig, features
+from src.inference.enhancement import NetworkMasker
+from src.inference.network import NetworkSeparator
 
 FORMATS = ("MINDIR", "ONNX", "AIR")
 SUFFIXES = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
@@ -86,7 +90,6 @@ class SeparationGraph:
         return f"input {shape} float32 -> (1, {self.cfg.model.C}, time)"
 
     def example_inputs(self, length=0):
-        import mindspore as ms
         if length:
             return (ms.Tensor(np.zeros((1, length), np.float32)),)
         return (ms.Tensor(shape=[1, None], dtype=ms.float32),)
@@ -98,24 +101,62 @@ class SeparationGraph:
         return ((0.1 * rng.standard_normal((1, length))).astype(np.float32),)
 
     def runner(self, net):
-        from src.inference.network import NetworkSeparator
         return NetworkSeparator(net)
 
 
-def graph_for(cfg):
-    """The export contract of `cfg`'s task: the task's `export_graph(cfg)` (enhancement: MaskGraph),
-    SeparationGraph for separation."""
-    from src.tasks import get_task
-    task = get_task(cfg.get("task", "separation"))
-    return task.export_graph(cfg) if hasattr(task, "export_graph") else SeparationGraph(cfg)
+class MaskGraph:
+    """Export contract of the mask network (STFT stays on the host): inputs features
+    `(1, frames, bins)` float32 and frame_lengths `(1,)` int32, output mask `(1, frames, bins)`;
+    the frames axis is dynamic (a fixed frame count is not offered: the offline pipeline feeds
+    whole utterances)."""
+
+    unit = "frames"
+    min_length = 1
+
+    def __init__(self, cfg):
+        self.cfg, self.stft_config = cfg, StftConfig.from_cfg(cfg)
+
+    def check_export(self, file_format, length):
+        """Refuse a fixed frame count, and ONNX (MindSpore exports ONNX with static shapes only)."""
+        if length:
+            raise ExportError(f"--length {length}: an enhancement mask network is exported with a dynamic "
+                              "frame axis only (any number of frames); leave --length at 0")
+        if file_format == "ONNX":
+            raise ExportError("an enhancement mask network is exported with a dynamic frame axis, which "
+                              "MindSpore's ONNX export cannot do; export MINDIR")
+
+    def describe(self, length=0):
+        bins = self.stft_config.bins
+        return (f"inputs features (1, frames, {bins}) float32 + frame_lengths (1,) int32 -> mask "
+                f"(1, frames, {bins}) float32, any number of frames (STFT n_fft {self.stft_config.n_fft}, "
+                f"hop {self.stft_config.hop} on the host)")
+
+    def example_inputs(self, length=0):
+        return (ms.Tensor(shape=[1, None, self.stft_config.bins], dtype=ms.float32),
+                ms.Tensor(shape=[1], dtype=ms.int32))
+
+    def check_lengths(self, length=0):
+        """Frame counts to compare the export on: those of 1 s, of the training segment, and an
+        odd count between them."""
+        one_second = self.stft_config.num_frames(int(self.cfg.sample_rate))
+        segment = self.stft_config.num_frames(int(round(float(self.cfg.segment) * self.cfg.sample_rate)))
+        return sorted({one_second, segment, (one_second + segment) // 2 + 1})
+
+    def random_inputs(self, frames, rng):
+        """Features like log(1 + |X|) of speech-level spectra, and frame_lengths = [frames]."""
+        magnitude = np.abs(rng.standard_normal((1, frames, self.stft_config.bins))) * 3.0
+        return features(magnitude), np.array([frames], dtype=np.int32)
+
+    def runner(self, net):
+        """numpy callable `(features, frame_lengths) -> mask` of a network or GraphCell."""
+        return NetworkMasker(net, self.stft_config.bins)
+
 
 
 def export_network(net, file_name, file_format="MINDIR", length=0, graph=None):
     """Write `net` (in inference mode) as `file_format`; length 0 = dynamic time (or frames) axis.
     graph: the task's export contract (default SeparationGraph). Returns the path written (the
     format's suffix added to `file_name` when missing)."""
-    import mindspore as ms
-
     graph = graph or SeparationGraph()
     net.set_train(False)
     if hasattr(net, "for_export"):   # e.g. SWave: standard ops instead of this machine's fused LSTM kernels
@@ -145,7 +186,6 @@ def _exported_runner(path, file_format, graph):
         session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         names = [inp.name for inp in session.get_inputs()]
         return lambda *inputs: session.run(None, dict(zip(names, inputs)))[0]
-    import mindspore as ms
     return graph.runner(ms.nn.GraphCell(ms.load(path)))
 
 

@@ -161,6 +161,15 @@ def stoi_score(est, ref, sample_rate):
     return float(stoi(ref, est, sample_rate, extended=False))
 
 
+def mean_scores(est, ref, mix):
+    """si_snr, si_snri, sdr, sdri (dB, means over speakers) of ordered estimates `est (C, time)`
+    against `ref (C, time)`; improvements over the mixture `mix (time,)` as every estimate."""
+    mixture = np.broadcast_to(mix, ref.shape)
+    si_snr_est, sdr_est = si_snr(est, ref), sdr(est, ref)
+    return {"si_snr": float(np.mean(si_snr_est)), "si_snri": float(np.mean(si_snr_est - si_snr(mixture, ref))),
+            "sdr": float(np.mean(sdr_est)), "sdri": float(np.mean(sdr_est - sdr(mixture, ref)))}
+
+
 def score_utterance(est, ref, mix, sample_rate, with_pesq=False, with_stoi=False):
     """Scores of one separated utterance, estimates reordered by the best SI-SNR permutation.
 
@@ -176,13 +185,7 @@ def score_utterance(est, ref, mix, sample_rate, with_pesq=False, with_stoi=False
     est, ref, mix = crop_to_shortest(est, ref, mix)
     perm = best_permutation(est, ref)
     est = est[perm]
-    si_snr_est, sdr_est = si_snr(est, ref), sdr(est, ref)
-    scores = {
-        "si_snr": float(np.mean(si_snr_est)),
-        "si_snri": float(np.mean(si_snr_est - si_snr(np.broadcast_to(mix, ref.shape), ref))),
-        "sdr": float(np.mean(sdr_est)),
-        "sdri": float(np.mean(sdr_est - sdr(np.broadcast_to(mix, ref.shape), ref))),
-    }
+    scores = mean_scores(est, ref, mix)
     if with_pesq:
         scores["pesq"] = float(np.mean([pesq_score(e, r, sample_rate) for e, r in zip(est, ref)]))
     if with_stoi:

@@ -26,17 +26,14 @@ def spectrogram_db(signal, sample_rate):
     return 20.0 * np.log10(magnitude + 1e-10), freqs, times
 
 
-def plot_separation(mixture, estimates, sample_rate, path, title=None, enhancement=False):
+def plot_separation(mixture, estimates, sample_rate, path, labels, title=None):
     """Write a PNG with the spectrogram of `mixture (time,)` above those of `estimates (C, time)`,
     on one colour scale (the loudest bin of all down to DYNAMIC_RANGE_DB below it). Panels are
-    titled "mixture", "speaker 1" ...; with `enhancement` "noisy" and "enhanced". Returns path."""
+    titled by `labels` (the mixture's, then one per estimate: the task's plot_labels). Returns path."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    if enhancement:
-        panels = [("noisy", mixture)] + [("enhanced", est) for est in estimates]
-    else:
-        panels = [("mixture", mixture)] + [(f"speaker {i + 1}", est) for i, est in enumerate(estimates)]
+    panels = list(zip(labels, [mixture, *estimates]))
     spectra = [spectrogram_db(signal, sample_rate) for _, signal in panels]
     top = max(float(s[0].max()) for s in spectra)
     duration = len(mixture) / sample_rate

@@ -21,16 +21,19 @@ parameter is filled and that shapes agree.
 """
 import _compat_pickle
 import collections
-import json
 import math
 import os
 import pickle
 import re
 import zipfile
 
+import mindspore as ms
 import numpy as np
+import yaml
 
 from src.config import load_config, save_config
+from src.models import build_model
+from src.runtime.checkpoint import load_into, save_network
 
 SVOICE_CLASS = "svoice.models.swave.SWave"
 # svoice's SWave.__init__(self, N, L, H, R, C, sr, segment, input_normalize)
@@ -524,34 +527,20 @@ def _preview(items, most=6):
 def import_checkpoint(checkpoint, out, best=False):
     """Convert svoice's `checkpoint` to a MindSpore checkpoint `out` (.ckpt) and write the
     matching config next to it (`out` with .yaml). The checkpoint also stores the config (as
-    the trainer's `meta`), so `src.training.checkpoint.load_model(out)` needs nothing else.
+    the trainer's `meta`), so `src.runtime.checkpoint.load_model(out)` needs nothing else.
     Returns (ckpt path, yaml path, config, where the config came from)."""
     if not out.endswith(".ckpt"):
         raise ImportCheckpointError(f"{out}: the output must end in .ckpt")
     hparams, state, config_from = load_svoice_package(checkpoint, best=best)
-    import mindspore as ms        # only now: a bad input file fails fast
-    from src.models.swave import SWave
-
     cfg = svoice_config(hparams)
-    net = SWave(cfg.model.N, cfg.model.L, cfg.model.H, cfg.model.R, cfg.model.C,
-                cfg.sample_rate, cfg.segment, input_normalize=cfg.model.input_normalize)
+    net = build_model(cfg)
     params = convert_state(state, net, source=checkpoint)
-    ms_params = {name: ms.Parameter(ms.Tensor(value), name=name) for name, value in params.items()}
-    not_loaded, _ = ms.load_param_into_net(net, ms_params, strict_load=True)
-    if not_loaded:
-        raise ImportCheckpointError(f"{checkpoint}: MindSpore did not load {_preview(not_loaded)}")
+    load_into(net, {name: ms.Parameter(ms.Tensor(value), name=name) for name, value in params.items()}, checkpoint)
     yaml_path = out[:-len(".ckpt")] + ".yaml"
     cfg.experiment_dir = os.path.join("exp", os.path.basename(out)[:-len(".ckpt")])
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    meta = {"config": _yaml_text(cfg), "imported_from": os.path.abspath(checkpoint),
+    meta = {"config": yaml.safe_dump(cfg.to_dict(), sort_keys=False), "imported_from": os.path.abspath(checkpoint),
             "state": "best_state" if best else "model.state", "config_from": config_from}
-    tmp = out[:-len(".ckpt")] + ".tmp.ckpt"
-    ms.save_checkpoint(net, tmp, append_dict={"meta": json.dumps(meta)})
-    os.replace(tmp, out)
+    save_network(out, net, meta)
     save_config(cfg, yaml_path)
     return out, yaml_path, cfg, config_from
 
-
-def _yaml_text(cfg):
-    import yaml
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

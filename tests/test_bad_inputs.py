@@ -163,7 +163,7 @@ def _tiny_checkpoint(folder):
 
     from src.config import load_config
     from src.models import build_model
-    from src.training.checkpoint import save_training_checkpoint
+    from src.runtime.checkpoint import save_training_checkpoint
     cfg = load_config(os.path.join(ROOT, "configs/demo.yaml"),
                       ["model.N=16", "model.H=16", "model.R=1", f"experiment_dir={folder}"])
     net = build_model(cfg)
@@ -229,7 +229,7 @@ def test_a_run_stopped_during_validation_validates_that_epoch_first(places, tmp_
     validates that epoch before anything else (then best.ckpt appears)."""
     from src.config import load_config
     from src.tasks.separation import SeparationTask
-    from src.training import checkpoint as ckpt
+    from src.runtime import checkpoint as ckpt
     from src.training.trainer import train
 
     def config():

@@ -15,10 +15,11 @@ from mindspore import nn
 
 from src.config import load_config
 from src.data.layout import find_splits
-from src.evaluation import evaluate_utterances, summarize, write_report
+from src.evaluation.report import write_report
+from src.evaluation.separation import evaluate_utterances, summarize
 from src.metrics import si_snr
 from src.models import build_model
-from src.training.checkpoint import save_training_checkpoint
+from src.runtime.checkpoint import save_training_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -141,7 +142,8 @@ def test_separate_cli_enhances_with_an_enhancement_checkpoint(tmp_path):
     checked against that mask applied here with the STFT."""
     import mindspore as ms
     from src.features import istft, stft
-    from src.tasks.enhancement import EnhancementTask, Enhancer
+    from src.inference.enhancement import Enhancer
+    from src.tasks.enhancement import EnhancementTask
     cfg = load_config(os.path.join(ROOT, "configs/rt_demo.yaml"), ["model.d_model=16", f"experiment_dir={tmp_path}"])
     net = build_model(cfg)
     bins = net.decoder.bias.shape[0]

@@ -16,10 +16,14 @@ import numpy as np
 import pytest
 
 import preprocess
-from src.evaluation import evaluate_utterances
+from src.evaluation.separation import evaluate_utterances
 from src.metrics import score_utterance
-from src.offline_inference import (OfflineInferenceError, ReplaySeparator, check_inputs_fit, plan_windows,
-                                   read_index, read_run, run_bins, write_input_bins)
+from src.inference.offline import OfflineInferenceError, ReplaySeparator, read_index, read_run, write_input_bins
+from src.inference.runners import run_bins
+from src.inference.windows import plan_windows
+from src.tasks.separation import SeparationTask
+
+check_inputs_fit = SeparationTask().check_offline_inputs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RATE = 8000
@@ -69,7 +73,7 @@ def test_replayed_results_score_exactly_as_evaluation(tmp_path, fixed_length):
     model = FakeModel()
     if fixed_length:
         model.input_shape = [1, fixed_length]
-    run = run_bins(model, "fake.mindir", tmp_path / "bins", tmp_path / "results", progress=False)
+    run = run_bins(model, "fake.mindir", tmp_path / "bins", tmp_path / "results", SeparationTask(), progress=False)
     assert model.calls == len(index["bins"]) == run["num_inputs"] > len(utterances)  # the 40000 one is windowed
     if fixed_length:
         assert {b["samples"] for b in index["bins"].values()} == {fixed_length}
@@ -95,7 +99,7 @@ def test_replay_refuses_inputs_it_has_no_result_for(tmp_path):
     utterances = fake_utterances()[:2]
     window, overlap = plan_windows(RATE, 0, 2.0, 0.5)
     write_input_bins(utterances, tmp_path / "bins", RATE, 0, window, overlap, log=lambda *_: None)
-    run_bins(FakeModel(), "fake.mindir", tmp_path / "bins", tmp_path / "results", progress=False)
+    run_bins(FakeModel(), "fake.mindir", tmp_path / "bins", tmp_path / "results", SeparationTask(), progress=False)
     replay = ReplaySeparator(read_index(tmp_path / "bins"), tmp_path / "results")
     other = utterances[0]["mix"].copy()
     other[10] += 0.01
@@ -112,7 +116,7 @@ def test_missing_files_and_stale_results_are_named(tmp_path):
     index = read_index(tmp_path / "bins")
     with pytest.raises(OfflineInferenceError, match="no run.json"):
         read_run(tmp_path / "results", index, tmp_path / "bins")
-    run_bins(FakeModel(), "fake.mindir", tmp_path / "bins", tmp_path / "results", progress=False)
+    run_bins(FakeModel(), "fake.mindir", tmp_path / "bins", tmp_path / "results", SeparationTask(), progress=False)
     assert read_run(tmp_path / "results", index, tmp_path / "bins")["num_outputs"] == 2
     # preprocessing again makes the old results stale
     write_input_bins(utterances, tmp_path / "bins", RATE, 0, window, overlap, log=lambda *_: None)
@@ -157,7 +161,7 @@ def exported(tmp_path_factory, mini_librimix):
     from src.config import load_config
     from src.export import compare_with_network, export_network
     from src.models import build_model
-    from src.training.checkpoint import load_model, save_training_checkpoint
+    from src.runtime.checkpoint import load_model, save_training_checkpoint
 
     folder = tmp_path_factory.mktemp("export")
     previous_mode = ms.get_context("mode")

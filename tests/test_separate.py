@@ -11,6 +11,7 @@ import separate
 from src.audio import AudioError
 from src.data.layout import find_splits
 from src.metrics import best_permutation, si_snr
+from src.tasks.separation import SeparationTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RATE = 8000
@@ -59,9 +60,8 @@ def separators(tmp_path_factory):
     import yaml
     from mindspore import nn
     from src.config import load_config
-    from src.evaluation import load_separators
     from src.models import build_model
-    from src.training.checkpoint import save_training_checkpoint
+    from src.runtime.checkpoint import save_training_checkpoint
     folder = tmp_path_factory.mktemp("ckpt")
     paths = []
     for count in (2, 3):
@@ -72,7 +72,7 @@ def separators(tmp_path_factory):
         save_training_checkpoint(paths[-1], nn.Adam(net.trainable_params()),
                                  {"config": yaml.safe_dump(cfg.to_dict())}, network=net)
     previous_mode = ms.get_context("mode")
-    loaded, _ = load_separators(paths)
+    loaded, _ = SeparationTask().load_separators(paths, None)
     yield loaded
     ms.set_context(mode=previous_mode)
 
@@ -95,7 +95,7 @@ def _outputs(folder, stem="talk"):
 def test_windowed_matches_one_shot_with_the_real_model(separators, recording, tmp_path):
     only_two = {2: separators[2]}
     run = lambda out, window, overlap: separate.separate_file(  # noqa: E731
-        recording, only_two, RATE, 8, str(tmp_path / out), window, overlap, -20.0)
+        recording, SeparationTask(), only_two, RATE, 8, str(tmp_path / out), window, overlap, -20.0)
     run("whole", None, None)
     run("one_window", 10 * RATE, 2 * RATE)        # longer than the input: one call, the same result
     run("windows", RATE, RATE // 4)                # 1 s windows, 0.25 s overlap: 3 windows
@@ -114,7 +114,7 @@ def test_windowed_matches_one_shot_with_the_real_model(separators, recording, tm
 def test_counting_writes_as_many_files_as_found_and_force_removes_stale_ones(separators, recording, tmp_path):
     from src.inference.speaker_count import count_and_separate
     out = str(tmp_path / "out")
-    written, notes = separate.separate_file(recording, separators, RATE, 8, out, None, None, -20.0, plot=True)
+    written, notes = separate.separate_file(recording, SeparationTask(), separators, RATE, 8, out, None, None, -20.0, plot=True)
     mixture = sf.read(recording, dtype="float32")[0]
     # the count by hand: outputs of the 3-speaker model within 20 dB of its loudest; below 3, the
     # 2-speaker model's (at least 1)
@@ -135,9 +135,9 @@ def test_counting_writes_as_many_files_as_found_and_force_removes_stale_ones(sep
     assert np.all(si_snr(files, outputs) > 40)          # the counted model's outputs (16-bit files)
     assert written[-1].endswith("talk_spectrogram.png") and os.path.getsize(written[-1]) > 1000
     with pytest.raises(separate.InputError, match="talk_s1.wav already exists"):
-        separate.separate_file(recording, separators, RATE, 8, out, None, None, -20.0)
+        separate.separate_file(recording, SeparationTask(), separators, RATE, 8, out, None, None, -20.0)
     # three outputs, then two with --force: the third file of the earlier run goes
-    separate.separate_file(recording, {3: separators[3]}, RATE, 8, out, None, None, -20.0, force=True)
+    separate.separate_file(recording, SeparationTask(), {3: separators[3]}, RATE, 8, out, None, None, -20.0, force=True)
     assert _outputs(out)[1] == ["talk_s1.wav", "talk_s2.wav", "talk_s3.wav"]
-    _, notes = separate.separate_file(recording, {2: separators[2]}, RATE, 8, out, None, None, -20.0, force=True)
+    _, notes = separate.separate_file(recording, SeparationTask(), {2: separators[2]}, RATE, 8, out, None, None, -20.0, force=True)
     assert _outputs(out)[1] == ["talk_s1.wav", "talk_s2.wav"] and any("removed" in n and "talk_s3.wav" in n for n in notes)

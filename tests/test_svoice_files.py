@@ -19,7 +19,7 @@ ms = pytest.importorskip("mindspore")
 import src.svoice_import as svoice_import  # noqa: E402
 from src.svoice_import import (ImportCheckpointError, import_checkpoint, load_svoice_package,  # noqa: E402
                                plain_config, read_torch_file)
-from src.training.checkpoint import load_model  # noqa: E402
+from src.runtime.checkpoint import load_model  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "svoice")
 FIXTURES = {"oc1": (2, False), "oc2": (3, True)}     # omegaconf major version: C, input_normalize

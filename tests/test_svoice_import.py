@@ -21,7 +21,7 @@ from src.svoice_import import (ImportCheckpointError, convert_state, import_chec
                                inert_name, load_svoice_package, read_torch_file)
 from src.config import load_config  # noqa: E402
 from src.models.swave import SWave  # noqa: E402
-from src.training.checkpoint import load_model, read_checkpoint  # noqa: E402
+from src.runtime.checkpoint import load_model, read_checkpoint  # noqa: E402
 from tests.torch_swave import SWave as TorchSWave, serialize_best, serialize_package  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

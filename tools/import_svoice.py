@@ -11,8 +11,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from src.svoice_import import import_checkpoint  # noqa: E402
-
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -22,6 +20,7 @@ def main(argv=None):
     parser.add_argument("--best", action="store_true",
                         help="take best_state (best validation epoch) instead of the last state")
     args = parser.parse_args(argv)
+    from src.svoice_import import import_checkpoint  # after the arguments: MindSpore loads with it
     try:
         ckpt, yaml_path, cfg, config_from = import_checkpoint(args.checkpoint, args.out, best=args.best)
     except ValueError as err:   # ImportCheckpointError, ConfigError, SWaveConfigError

@@ -16,7 +16,7 @@ def main(argv=None):
     parser.add_argument("checkpoint", help="a training checkpoint (epoch_NNNN.ckpt or best.ckpt)")
     parser.add_argument("out", help="the released checkpoint (.ckpt)")
     args = parser.parse_args(argv)
-    from src.training.checkpoint import load_model, read_checkpoint, save_weights_only
+    from src.runtime.checkpoint import load_model, read_checkpoint, save_weights_only
     save_weights_only(args.checkpoint, args.out)
     net, cfg = load_model(args.out)                 # strict: every parameter present, nothing extra
     state = read_checkpoint(args.out)[1].get("state", {})

@@ -10,6 +10,7 @@ count and a resumed run sees what an uninterrupted one would.
 """
 import os
 
+import mindspore.dataset as ds
 import numpy as np
 
 from src.data.layout import DataError, check_split, find_splits, load_utterance
@@ -94,8 +95,6 @@ def create_train_dataset(files, segment_samples, batch_size, seed, epoch, num_sp
     sample_rate: if given, the split's sample rate must equal it.
     Raises DataError when the split does not match (speaker count, sample rate) or is too small.
     """
-    import mindspore.dataset as ds
-
     info = _split_info(files)
     where = info["manifest_path"]
     if info["num_speakers"] != num_speakers:
@@ -142,8 +141,6 @@ def iterate_utterances(path, sample_rate, num_speakers=None, split=None, mix_typ
     if os.path.isdir(path):
         yield from _folder_utterances(path, sample_rate, num_speakers, split, mix_type, resample, downmix)
         return
-    import mindspore.dataset as ds
-
     info = read_split_info(path)
     if info["sample_rate"] != sample_rate:
         raise DataError(f"{info['manifest_path']}: the split is at {info['sample_rate']} Hz, not {sample_rate} Hz "
@@ -169,3 +166,55 @@ def _folder_utterances(root, sample_rate, num_speakers, split, mix_type, resampl
     for utt in chosen.utterances:
         mix, src = load_utterance(utt, sample_rate, resample, downmix)
         yield {"key": utt.key, "mix": mix, "src": src, "length": len(mix), "sample_rate": sample_rate}
+
+
+class _Sized:
+    """An iterable with a known length (tqdm shows a total)."""
+
+    def __init__(self, iterable, length):
+        self.iterable, self.length = iterable, length
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+    def __len__(self):
+        return self.length
+
+
+def sized(iterable, length):
+    """`iterable` with `len() == length`, so progress bars know the total."""
+    return _Sized(iterable, length)
+
+
+def open_utterances(path, sample_rate, num_speakers=None, split="test", mix_type="mix_clean", resample=False,
+                    downmix=False):
+    """Full utterances of `path` (see iterate_utterances) with a known count (`len()`).
+
+    path: a MindRecord split (`<name>.mindrecord0`, prefix or `<name>.json`), a folder holding the
+    MindRecord split `<split>.json` (as written by preprocess.py), or an audio folder in any
+    layout iterate_utterances accepts (`split` picks the split of a root with several).
+    """
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, f"{split}.json")):
+        path = os.path.join(path, f"{split}.json")
+    if os.path.isdir(path):
+        splits = find_splits(path, mix_type, num_speakers, split)
+        count = sum(len(s.utterances) for s in splits.values()) if len(splits) == 1 else None
+    else:
+        count = read_split_info(path)["num_rows"]
+    utterances = iterate_utterances(path, sample_rate, num_speakers, split, mix_type, resample, downmix)
+    return utterances if count is None else sized(utterances, count)
+
+
+def chain_utterances(sources):
+    """The utterances of several data folders `[(path, utterances)]` one after the other, each
+    tagged with its folder (`utt["data"] = path`); one folder's utterances are returned as they are."""
+    if len(sources) == 1:
+        return sources[0][1]
+
+    def generate():
+        for path, utterances in sources:
+            for utt in utterances:
+                utt["data"] = path
+                yield utt
+    lengths = [len(u) if hasattr(u, "__len__") else None for _, u in sources]
+    return generate() if None in lengths else sized(generate(), sum(lengths))

@@ -17,14 +17,15 @@ so the numbers are comparable across epochs.
 SNR: 10 log10(sum clean^2 / sum noise^2) over the (cropped) utterance; the noise is scaled,
 the speech keeps its level.
 """
+import copy
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from src.audio import read_audio
-from src.data.dataset import epoch_rows
-from src.data.layout import DataError, check_audio_files
+from src.data.dataset import epoch_rows, sized
+from src.data.layout import DataError, check_audio_files, list_audio_files
 from src.features import features, mask_target, stft
 
 TRAIN_SALT, PAIR_SALT = 0, 1
@@ -173,3 +174,44 @@ def train_batches(mixer, stft_config, epoch, batch_size, num_shards=1, shard_id=
         examples = [example_arrays(mixer.train_pair(int(row), epoch), stft_config, loss_kind, target)
                     for row in rows[start:start + batch_size]]
         yield collate(examples, frames)
+
+
+SPLITS = ("train", "valid", "test")
+
+
+def noisy_mixer(cfg, split):
+    """NoisyMixer of an enhancement config's `split` ('train', 'valid' or 'test'): files of
+    `data.<split>_clean` / `_noise`, SNRs `data.<split>_snrs`; training items cropped to `segment`."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got '{split}'")
+    data = cfg.data
+    segment = int(round(float(cfg.segment) * cfg.sample_rate)) if split == "train" else None
+    return NoisyMixer(list_audio_files(data[f"{split}_clean"], f"{split} clean speech"),
+                      list_audio_files(data[f"{split}_noise"], f"{split} noise"),
+                      cfg.sample_rate, data[f"{split}_snrs"], cfg.seed, segment_samples=segment,
+                      resample=data.resample, downmix=data.downmix)
+
+
+def enhancement_pairs(cfg, split="test", data=None, max_utterances=0):
+    """The fixed noisy/clean pairs of an enhancement config's `split` (every clean utterance at
+    every SNR of `data.<split>_snrs`, noise as in validation) -> (pairs with len(), data description).
+
+    data: (clean, noise) folders or list files instead of `data.<split>_clean` / `_noise`.
+    max_utterances: only the first N clean utterances (0 = all)."""
+    if split not in SPLITS[1:]:
+        raise DataError(f"--split {split}: enhancement pairs come from the config's "
+                        f"{' or '.join(SPLITS[1:])} data (data.<split>_clean, _noise, _snrs)")
+    if data is not None:
+        if len(data) != 2:
+            raise DataError(f"--data-dir {' '.join(data)}: an enhancement model takes two paths, CLEAN NOISE "
+                            "(clean speech and noise: folders or list files), or none for the config's "
+                            f"data.{split}_clean and data.{split}_noise")
+        cfg = copy.deepcopy(cfg)
+        cfg.data[f"{split}_clean"], cfg.data[f"{split}_noise"] = data
+    mixer = noisy_mixer(cfg, split)
+    count = len(mixer.clean_files) if not max_utterances else min(max_utterances, len(mixer.clean_files))
+    description = {"clean": os.path.abspath(str(cfg.data[f"{split}_clean"])),
+                   "noise": os.path.abspath(str(cfg.data[f"{split}_noise"])),
+                   "snrs_db": mixer.snrs_db, "seed": mixer.seed, "split": split,
+                   "resample": mixer.resample, "downmix": mixer.downmix, "max_utterances": max_utterances}
+    return sized(mixer.fixed_pairs(max_utterances), count * len(mixer.snrs_db)), description

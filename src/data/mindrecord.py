@@ -19,9 +19,10 @@ import shutil
 from collections import Counter
 
 import numpy as np
+from mindspore.mindrecord import FileWriter
 
 from src.audio import AudioError, audio_info, is_silent
-from src.data.layout import DataError, load_utterance, resampled_length
+from src.data.layout import DataError, check_split, find_splits, load_utterance, resampled_length
 
 MANIFEST_VERSION = 1
 SILENT_SOURCE = "silent source (peak below one 16-bit step): utterances with it cannot be scored (SI-SNR, SDR)"
@@ -94,8 +95,6 @@ def stage_split(utterances, out_dir, name, num_shards, sample_rate, resample=Fal
     (otherwise they are listed in the manifest's `silent_sources`). Returns a StagedSplit; call
     `publish()` or `discard()`.
     """
-    from mindspore.mindrecord import FileWriter
-
     if not name or os.sep in name or name.startswith("."):
         raise DataError(f"split name '{name}' cannot be used as a file name")
     if not utterances:
@@ -236,8 +235,6 @@ def convert_folder(data_dir, out_dir, sample_rate, num_shards, mix_type="mix_cle
     problem, DataError lists all problems of all splits and out_dir is left as it was.
     Returns the read_split_info dicts of the written splits.
     """
-    from src.data.layout import check_split, find_splits
-
     split_names = split_names or {}
     splits = find_splits(data_dir, mix_type, num_speakers, split)
     out_names = [split_names.get(name, name) for name in splits]

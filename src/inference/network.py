@@ -2,6 +2,8 @@
 import mindspore as ms
 import numpy as np
 
+from src.inference.separation import SeparationError
+
 
 class NetworkSeparator:
     """`separator(mixture (batch, time)) -> estimates (batch, C, time)`, numpy in and out.
@@ -27,3 +29,18 @@ class NetworkSeparator:
         if self.runner is not None:
             return self.runner(mixture)
         return self.net(ms.Tensor(mixture)).asnumpy()
+
+
+class MinLengthSeparator:
+    """A separator that refuses inputs shorter than `min_samples` with a SeparationError (the
+    network cannot take them, and a failed MindSpore call can leave the runtime unusable)."""
+
+    def __init__(self, separate_fn, min_samples):
+        self.separate_fn, self.min_samples = separate_fn, min_samples
+
+    def __call__(self, mixture):
+        if mixture.shape[-1] < self.min_samples:
+            raise SeparationError(f"{mixture.shape[-1]} samples is shorter than the {self.min_samples} samples "
+                                  "the model needs")
+        return self.separate_fn(mixture)
+

@@ -15,7 +15,8 @@ exists), they are dropped: the result has exactly the counted number of outputs.
 """
 import numpy as np
 
-from src.inference.separation import SeparationError, separate_long, separate_whole
+from src.inference.separation import SeparationError
+from src.inference.windows import separate
 
 DEFAULT_THRESHOLD_DB = -20.0
 
@@ -61,18 +62,10 @@ def count_and_separate(separators, mixture, threshold_db=DEFAULT_THRESHOLD_DB, w
     if any(not isinstance(c, (int, np.integer)) or c < 1 for c in separators):
         raise SeparationError(f"separator keys must be speaker counts >= 1, got {sorted(separators)}")
     available = sorted(separators)
-    if (window is None) != (overlap is None):
-        raise SeparationError("give both window and overlap (windowed) or neither (one call)")
-
-    def run(num_speakers):
-        if window is None:
-            return separate_whole(separators[num_speakers], mixture, num_speakers)
-        return separate_long(separators[num_speakers], mixture, num_speakers, window, overlap, batch_size)
-
     model_count = available[-1]
     trace = []
     while True:
-        estimates = run(model_count)
+        estimates = separate(separators[model_count], mixture, model_count, window, overlap, batch_size)
         found = active_outputs(estimates, threshold_db)
         trace.append((model_count, found))
         chosen = _nearest_count(max(found, 1), available)

@@ -1,19 +1,26 @@
-"""Task registry: what the shared trainer, evaluator and exporter need to know per task.
+"""Task registry: every stage reaches a task through `get_task(name)` or `task_of(cfg)` and its
+interface (src/tasks/base.py); see docs/architecture.md."""
+from src.config import ConfigError
+from src.config_schema import TOP_LEVEL
+from src.tasks.enhancement import EnhancementTask
+from src.tasks.separation import SeparationTask
 
-A task provides build_network(cfg), build_loss(cfg), train_batches(cfg, epoch, num_shards, shard_id)
-and validate(net, cfg, info) -> dict with "score" (higher is better); see docs/architecture.md.
-"""
-import importlib
-
-TASKS = {
-    "separation": "src.tasks.separation:SeparationTask",
-    "enhancement": "src.tasks.enhancement:EnhancementTask",
-}
+TASKS = {task.name: task for task in (SeparationTask, EnhancementTask)}
 
 
 def get_task(name):
-    """Instantiate the task called `name` (imported on first use)."""
+    """A new instance of the task called `name`."""
     if name not in TASKS:
-        raise ValueError(f"unknown task '{name}' (known: {', '.join(TASKS)})")
-    module, cls = TASKS[name].split(":")
-    return getattr(importlib.import_module(module), cls)()
+        raise ConfigError(f"unknown task '{name}' (known: {', '.join(TASKS)})")
+    return TASKS[name]()
+
+
+def task_of(cfg):
+    """The task of a config (the schema's default task for None or a stored config without one)."""
+    default = TOP_LEVEL["task"].default
+    return get_task(default if cfg is None else cfg.get("task", default))
+
+
+def all_tasks():
+    """An instance of every task (e.g. to recognise any task's output file names)."""
+    return [task() for task in TASKS.values()]

@@ -1,5 +1,11 @@
-"""Speech enhancement (R-Transformer mask on STFT magnitudes): wiring for the shared trainer,
-evaluation (score_pair, shared by validation, evaluate.py and postprocess.py) and export (MaskGraph).
+"""Speech enhancement (R-Transformer mask on STFT magnitudes): the task interface
+(src/tasks/base.py) for every stage.
+
+Training items and the fixed validation/test pairs come from src/data/enhancement.py; the
+Enhancer (src/inference/enhancement.py) runs the mask network with the STFT on the host; pairs
+are scored by src/evaluation/enhancement.py (validation, evaluate.py, postprocess.py alike);
+separate.py writes `<name>_enhanced.wav`; export.py writes the mask network only (MaskGraph);
+offline inputs are each pair's features and frame lengths (src/inference/offline.py).
 
 Config keys used (see configs/rt.yaml): `sample_rate`, `segment` (training crop, seconds),
 `seed`, `stft.{n_fft,hop,win}`, `model.*`, `data.{train,valid,test}_{clean,noise,snrs}`,
@@ -7,103 +13,34 @@ Config keys used (see configs/rt.yaml): `sample_rate`, `segment` (training crop,
 `train.loss` (mask_mse | magnitude_mse), `train.valid_max_utterances` (0 = all),
 `train.valid_pesq_stoi`.
 """
-import mindspore as ms
+import os
+
 import numpy as np
 
 from src.config import ConfigError
-from src.data.enhancement import NoisyMixer, train_batches
-from src.data.layout import DataError, list_audio_files
-from src.features import StftConfig, features, istft, stft
+from src.data.enhancement import enhancement_pairs, noisy_mixer, train_batches
+from src.data.layout import DataError
+from src.evaluation.enhancement import (BASIC_SCORES, PESQ_STOI_SCORES, evaluate_enhancement, noisy_scores,
+                                        print_enhancement_summary, score_pair, summarize_enhancement)
+from src.evaluation.report import EvaluationError, Report
+from src.export import MaskGraph
+from src.features import StftConfig
+from src.inference.enhancement import Enhancer
+from src.inference.network import MinLengthSeparator
+from src.inference.offline import (OfflineInferenceError, ReplayMasker, indexed_pairs, run_meta, stft_config_of,
+                                   write_enhancement_bins)
 from src.losses.mask_loss import build_mask_loss
-from src.metrics import MetricError, pesq_score, si_snr, stoi_score
-from src.tasks.separation import combine_means
-
-SPLITS = ("train", "valid", "test")
-
-
-class NetworkMasker:
-    """`masker(features (batch, frames, bins) float32, frame_lengths (batch,) int32) -> mask
-    (batch, frames, bins)`, numpy in and out, running a mask network or a loaded MindIR GraphCell.
-
-    The network is put in inference mode and declared with dynamic (batch, frames) inputs, so
-    GRAPH_MODE compiles it once for all lengths.
-    """
-
-    def __init__(self, net, bins):
-        self.net = net
-        net.set_train(False)
-        if isinstance(net, ms.nn.Cell) and not isinstance(net, ms.nn.GraphCell):
-            net.set_inputs(ms.Tensor(shape=[None, None, bins], dtype=ms.float32),
-                           ms.Tensor(shape=[None], dtype=ms.int32))
-
-    def __call__(self, features, frame_lengths):
-        return self.net(ms.Tensor(np.ascontiguousarray(features, dtype=np.float32)),
-                        ms.Tensor(np.ascontiguousarray(frame_lengths, dtype=np.int32))).asnumpy()
+from src.metrics import MetricError
+from src.models import build_model
+from src.runtime.checkpoint import load_model
+from src.runtime.device import combine_means, init_context
+from src.tasks.base import Task
 
 
-class Enhancer:
-    """`enhancer(noisy (time,)) -> enhanced (time,)`, numpy in and out: the mask times the noisy
-    spectrum (noisy magnitude, noisy phase), then the inverse STFT; any length.
-
-    `masker`: a mask network (nn.Cell, wrapped in NetworkMasker) or any numpy callable with
-    NetworkMasker's contract (offline inference replays stored masks through it).
-    """
-
-    def __init__(self, masker, stft_config):
-        if isinstance(masker, ms.nn.Cell):
-            masker = NetworkMasker(masker, stft_config.bins)
-        self.masker, self.stft_config = masker, stft_config
-
-    def mask(self, noisy_spectrum):
-        """`(frames, bins)` complex noisy spectrum -> `(frames, bins)` float32 mask; the masker gets
-        features `(1, frames, bins)` and frame_lengths `(1,)` = [frames]."""
-        net_input = features(np.abs(noisy_spectrum))[None]
-        lengths = np.array([noisy_spectrum.shape[0]], dtype=np.int32)
-        return np.asarray(self.masker(net_input, lengths))[0]
-
-    def __call__(self, noisy):
-        noisy = np.asarray(noisy, dtype=np.float32)
-        if noisy.ndim != 1 or noisy.size == 0:
-            raise ValueError(f"enhancement expects a non-empty (time,) signal, got shape {noisy.shape}")
-        if not np.all(np.isfinite(noisy)):
-            raise ValueError("the noisy signal contains NaN or Inf samples")
-        spectrum = stft(noisy, self.stft_config)
-        return istft(self.mask(spectrum) * spectrum, self.stft_config, len(noisy))
-
-
-# scores of an enhanced signal and of the noisy input against the clean speech (see score_pair)
-BASIC_SCORES = ("si_snr", "si_snri")
-PESQ_STOI_SCORES = ("stoi", "stoii", "pesq", "pesqi")
-
-
-def noisy_scores(pair, sample_rate, with_pesq_stoi):
-    """Scores of the unprocessed noisy signal of `pair`: {si_snr[, stoi, pesq]} (MetricError when
-    PESQ/STOI cannot score it)."""
-    scores = {"si_snr": float(si_snr(pair.noisy, pair.clean))}
-    if with_pesq_stoi:
-        scores["stoi"] = stoi_score(pair.noisy, pair.clean, sample_rate)
-        scores["pesq"] = pesq_score(pair.noisy, pair.clean, sample_rate)
-    return scores
-
-
-def score_pair(enhanced, pair, sample_rate, with_pesq_stoi, noisy=None):
-    """Scores of `enhanced (time,)` against `pair.clean`, each also as improvement over the noisy
-    input: si_snr, si_snri [, stoi, stoii, pesq, pesqi] (PESQ wide band at 16 kHz, narrow band at
-    8 kHz). `noisy`: the pair's noisy_scores when already known (they do not change between calls).
-    Raises MetricError when PESQ/STOI cannot score the pair."""
-    noisy = noisy or noisy_scores(pair, sample_rate, with_pesq_stoi)
-    value = float(si_snr(enhanced, pair.clean))
-    scores = {"si_snr": value, "si_snri": value - noisy["si_snr"]}
-    if with_pesq_stoi:
-        for name, metric in (("stoi", stoi_score), ("pesq", pesq_score)):
-            value = metric(enhanced, pair.clean, sample_rate)
-            scores[name], scores[f"{name}i"] = value, value - noisy[name]
-    return scores
-
-
-class EnhancementTask:
+class EnhancementTask(Task):
     name = "enhancement"
     network_takes_lengths = True   # attention masks the padding frames of a batch
+    output_pattern = "enhanced"
 
     def __init__(self):
         self._mixers = {}
@@ -116,8 +53,6 @@ class EnhancementTask:
     def build_network(self, cfg):
         """The mask network `cfg.model.name` (registry in src/models); its input and output
         sizes must equal the STFT's bin count."""
-        from src.models import build_model
-
         bins = self.stft_config(cfg).bins
         for key in ("input_size", "output_size"):
             if int(cfg.model[key]) != bins:
@@ -126,23 +61,16 @@ class EnhancementTask:
         return build_model(cfg)
 
     def build_loss(self, cfg):
-        return build_mask_loss(cfg.train.get("loss", "mask_mse"))
+        return build_mask_loss(cfg.train.loss)
 
     def mixer(self, cfg, split):
         """NoisyMixer of `split` ('train', 'valid' or 'test'), cached per data settings."""
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got '{split}'")
         data = cfg.data
-        segment = int(round(float(cfg.segment) * cfg.sample_rate)) if split == "train" else None
-        key = (split, str(data[f"{split}_clean"]), str(data[f"{split}_noise"]), tuple(data[f"{split}_snrs"]),
-               cfg.sample_rate, int(cfg.seed), segment, bool(data.get("resample", False)),
-               bool(data.get("downmix", False)))
+        key = (split, str(data.get(f"{split}_clean")), str(data.get(f"{split}_noise")),
+               tuple(data.get(f"{split}_snrs") or ()), cfg.sample_rate, int(cfg.seed), float(cfg.segment),
+               data.resample, data.downmix)
         if key not in self._mixers:
-            self._mixers[key] = NoisyMixer(
-                list_audio_files(data[f"{split}_clean"], f"{split} clean speech"),
-                list_audio_files(data[f"{split}_noise"], f"{split} noise"),
-                cfg.sample_rate, data[f"{split}_snrs"], cfg.seed, segment_samples=segment,
-                resample=bool(data.get("resample", False)), downmix=bool(data.get("downmix", False)))
+            self._mixers[key] = noisy_mixer(cfg, split)
         return self._mixers[key]
 
     def train_batches(self, cfg, epoch, num_shards=1, shard_id=0):
@@ -152,8 +80,7 @@ class EnhancementTask:
         if batch_size % num_shards:
             raise ConfigError(f"train.batch_size={batch_size} is not divisible by the {num_shards} workers")
         return train_batches(self.mixer(cfg, "train"), self.stft_config(cfg), epoch, batch_size // num_shards,
-                             num_shards, shard_id, loss_kind=cfg.train.get("loss", "mask_mse"),
-                             target=cfg.data.get("target", "irm"))
+                             num_shards, shard_id, loss_kind=cfg.train.loss, target=cfg.data.target)
 
     def enhance(self, net, noisy, cfg):
         """Enhanced `(time,)` signal of a noisy `(time,)` signal (any length)."""
@@ -168,8 +95,8 @@ class EnhancementTask:
         enhancer = Enhancer(net, self.stft_config(cfg))
         mixer = self.mixer(cfg, split)
         snrs = mixer.snrs_db
-        limit = int(cfg.train.get("valid_max_utterances", 0) or 0)
-        with_pesq_stoi = bool(cfg.train.get("valid_pesq_stoi", False))
+        limit = cfg.train.valid_max_utterances
+        with_pesq_stoi = cfg.train.valid_pesq_stoi
         names = BASIC_SCORES + (PESQ_STOI_SCORES if with_pesq_stoi else ())
         rank, size = (info.rank, info.group_size) if info is not None else (0, 1)
         sums = np.zeros((len(snrs), len(names)))
@@ -197,56 +124,98 @@ class EnhancementTask:
                 metrics[f"{name}@{snr:g}dB"] = float(value)
         return metrics
 
-    @staticmethod
-    def export_graph(cfg):
-        """The exported mask network's contract (src/export.py): MaskGraph."""
+    # ---------------------------------------------------------------- inference
+    def load_enhancer(self, checkpoints, cfg):
+        """An enhancement model -> (Enhancer, cfg), MindSpore context set up from its config.
+        checkpoints: a list holding exactly one checkpoint (an enhancement model is used alone)."""
+        if len(checkpoints) > 1:
+            raise EvaluationError(f"{checkpoints[0]}: is a speech enhancement model; give it alone")
+        init_context(cfg)
+        net, cfg = load_model(checkpoints[0], cfg)
+        return Enhancer(net, self.stft_config(cfg)), cfg
+
+    def load_separators(self, checkpoints, cfg, config_path=None):
+        """The enhancer as a one-output separator `(batch, time) -> (batch, 1, time)` ->
+        ({1: separate_fn}, {1: cfg}), so that separate.py enhances long files in the same windows."""
+        enhancer, cfg = self.load_enhancer(checkpoints, cfg)
+
+        def enhance_batch(mixtures):
+            return np.stack([enhancer(mixture)[None] for mixture in mixtures])
+
+        return {1: MinLengthSeparator(enhance_batch, self.min_input_samples(cfg))}, {1: cfg}
+
+    def min_input_samples(self, cfg):
+        """One STFT window."""
+        return int(self.stft_config(cfg).win)
+
+    def output_name(self, stem, index):
+        return f"{stem}_enhanced.wav"
+
+    def plot_labels(self, count):
+        return ["noisy"] + ["enhanced"] * count
+
+    # ---------------------------------------------------------------- evaluation
+    def evaluate(self, args, cfg, command):
+        """evaluate.py on an enhancement checkpoint: the config's (or --data-dir's) fixed pairs, scored whole."""
+        enhancer, cfg = self.load_enhancer(args.model_path, cfg)
+        if args.resample:
+            cfg.data.resample = True
+        if args.downmix:
+            cfg.data.downmix = True
+        pairs, data = enhancement_pairs(cfg, args.split, args.data_dir)
+        rows = evaluate_enhancement(enhancer, pairs, cfg.sample_rate)
+        if not rows:
+            raise EvaluationError(f"no pairs in {data['clean']}")
+        meta = {"checkpoint": os.path.abspath(args.model_path[0]), "config": cfg.to_dict(), "data": data,
+                "sample_rate": cfg.sample_rate, "command": command}
+        return Report(rows, summarize_enhancement(rows), meta, print_enhancement_summary, "pair")
+
+    # ---------------------------------------------------------------- export
+    def export_graph(self, cfg):
         return MaskGraph(cfg)
 
+    # ---------------------------------------------------------------- offline inference
+    def write_offline_inputs(self, args, cfg):
+        """The mask network's inputs for the config's test pairs (features + frame lengths)."""
+        if args.fixed_length:
+            raise OfflineInferenceError(f"--fixed-length {args.fixed_length}: enhancement graphs take any number of "
+                                        "frames (export.py exports them with a dynamic frame axis); leave it at 0")
+        if args.sample_rate and args.sample_rate != cfg.sample_rate:
+            raise OfflineInferenceError(f"--sample-rate {args.sample_rate}: {args.config} works at "
+                                        f"{cfg.sample_rate} Hz")
+        if args.resample:
+            cfg.data.resample = True
+        if args.downmix:
+            cfg.data.downmix = True
+        write_enhancement_bins(cfg, args.infer_bins, args.split or "test", args.max_utterances)
 
-class MaskGraph:
-    """Export contract of the mask network (STFT stays on the host): inputs features
-    `(1, frames, bins)` float32 and frame_lengths `(1,)` int32, output mask `(1, frames, bins)`;
-    the frames axis is dynamic (a fixed frame count is not offered: the offline pipeline feeds
-    whole utterances)."""
+    def check_offline_inputs(self, input_shape, index, model_path, bin_dir):
+        """Features (1, any frames, the index's bins)."""
+        bins = stft_config_of(index).bins
+        if len(input_shape) != 3 or input_shape[0] not in (1, -1) or input_shape[2] != bins:
+            raise OfflineInferenceError(
+                f"{model_path}: takes inputs of shape {input_shape}, but {bin_dir} holds features (1, frames, {bins}) "
+                "of an enhancement model; export that model's checkpoint with export.py")
+        if input_shape[1] != -1:
+            raise OfflineInferenceError(
+                f"{model_path}: a graph of exactly {input_shape[1]} frames, but {bin_dir} holds whole pairs of any "
+                "length; export the mask network with a dynamic frame axis (export.py without --length)")
 
-    unit = "frames"
-    min_length = 1
+    def check_offline_output(self, output, inputs, index, model_path, name):
+        """A mask of the features' shape."""
+        if output.shape != inputs[0].shape:
+            raise OfflineInferenceError(f"{model_path}: returned shape {output.shape} for features {inputs[0].shape} "
+                                        f"({name}); a mask graph returns the features' shape")
 
-    def __init__(self, cfg):
-        self.cfg, self.stft_config = cfg, StftConfig.from_cfg(cfg)
-
-    def check_export(self, file_format, length):
-        """Refuse a fixed frame count, and ONNX (MindSpore exports ONNX with static shapes only)."""
-        from src.export import ExportError
-        if length:
-            raise ExportError(f"--length {length}: an enhancement mask network is exported with a dynamic "
-                              "frame axis only (any number of frames); leave --length at 0")
-        if file_format == "ONNX":
-            raise ExportError("an enhancement mask network is exported with a dynamic frame axis, which "
-                              "MindSpore's ONNX export cannot do; export MINDIR")
-
-    def describe(self, length=0):
-        bins = self.stft_config.bins
-        return (f"inputs features (1, frames, {bins}) float32 + frame_lengths (1,) int32 -> mask "
-                f"(1, frames, {bins}) float32, any number of frames (STFT n_fft {self.stft_config.n_fft}, "
-                f"hop {self.stft_config.hop} on the host)")
-
-    def example_inputs(self, length=0):
-        return (ms.Tensor(shape=[1, None, self.stft_config.bins], dtype=ms.float32),
-                ms.Tensor(shape=[1], dtype=ms.int32))
-
-    def check_lengths(self, length=0):
-        """Frame counts to compare the export on: those of 1 s, of the training segment, and an
-        odd count between them."""
-        one_second = self.stft_config.num_frames(int(self.cfg.sample_rate))
-        segment = self.stft_config.num_frames(int(round(float(self.cfg.segment) * self.cfg.sample_rate)))
-        return sorted({one_second, segment, (one_second + segment) // 2 + 1})
-
-    def random_inputs(self, frames, rng):
-        """Features like log(1 + |X|) of speech-level spectra, and frame_lengths = [frames]."""
-        magnitude = np.abs(rng.standard_normal((1, frames, self.stft_config.bins))) * 3.0
-        return features(magnitude), np.array([frames], dtype=np.int32)
-
-    def runner(self, net):
-        """numpy callable `(features, frame_lengths) -> mask` of a network or GraphCell."""
-        return NetworkMasker(net, self.stft_config.bins)
+    def score_offline(self, index, run, args, command):
+        """Replay the stored masks through the Enhancer and score the pairs as evaluate.py does."""
+        if args.data_dir:
+            raise OfflineInferenceError(f"--data-dir {args.data_dir}: enhancement pairs are rebuilt from the config "
+                                        f"and data recorded in {args.bin_dir}/index.json; preprocess again for other "
+                                        "data")
+        enhancer = Enhancer(ReplayMasker(index, args.result_dir), stft_config_of(index))
+        rows = evaluate_enhancement(enhancer, indexed_pairs(index), index["sample_rate"])
+        meta = {**run_meta(run), "config": index["config"], "data": index["data"],
+                "sample_rate": index["sample_rate"], "bins": os.path.abspath(args.bin_dir),
+                "results": os.path.abspath(args.result_dir), "command": command}
+        return Report(rows, summarize_enhancement(rows), meta, print_enhancement_summary, "pair")

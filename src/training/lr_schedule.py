@@ -82,14 +82,15 @@ class MultiStepLR(ConstantLR):
 
 
 def build_lr_schedule(train_cfg):
-    decay = train_cfg.get("lr_decay") or {"type": "constant"}
-    kind = decay.get("type", "constant")
+    """The schedule of a `train` section that passed the schema (src/config_schema.py: LR_DECAY)."""
+    decay = train_cfg.lr_decay
+    kind = decay.type
     if kind == "constant":
         return ConstantLR(train_cfg.lr)
     if kind == "plateau":
-        return PlateauLR(train_cfg.lr, decay.get("factor", 0.5), decay.get("patience", 2), decay.get("min_lr", 0.0))
+        return PlateauLR(train_cfg.lr, decay.factor, decay.patience, decay.min_lr)
     if kind == "step":
-        return StepLR(train_cfg.lr, decay.get("step_size", 2), decay.get("gamma", 0.98))
+        return StepLR(train_cfg.lr, decay.step_size, decay.gamma)
     if kind == "multistep":
         return MultiStepLR(decay["milestones"], decay["values"])
     raise ValueError(f"train.lr_decay.type must be constant, step, multistep or plateau, not '{kind}'")

@@ -19,8 +19,8 @@ from tqdm import tqdm
 from src.config import save_config
 from src.errors import UserError, check_output_dir
 from src.tasks import get_task
-from src.training import checkpoint as ckpt
-from src.training.context import all_reduce_sum, init_context
+from src.runtime import checkpoint as ckpt
+from src.runtime.device import all_reduce_sum, init_context
 from src.training.lr_schedule import build_lr_schedule
 from src.training.step import TrainStep, build_optimizer
 

@@ -1,4 +1,4 @@
-"""src/evaluation.py and evaluate.py beyond tests/test_evaluate_separate.py: SDR/PESQ/STOI wiring
+"""src/evaluation/ and evaluate.py beyond tests/test_evaluate_separate.py: SDR/PESQ/STOI wiring
 against independent values, equal-length batching, the windowed path, unscorable utterances,
 count mismatches, and the CLI on a MindRecord split and in speaker-counting mode (two tiny
 random-weight checkpoints)."""
@@ -14,11 +14,12 @@ import sys
 import numpy as np
 import pytest
 
-from src import evaluation
+from src.evaluation import separation as evaluation
+from src.evaluation.report import EvaluationError, write_report
 from src.data.layout import find_splits, load_utterance
 from src.metrics import si_snr
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RATE = 8000
 
 
@@ -116,7 +117,7 @@ def test_long_utterances_go_through_windows():
     assert all(shape[1] <= 1000 for shape in calls) and (1, 800) in calls
     for a, b in zip(windowed, whole):
         assert a["si_snri"] == pytest.approx(b["si_snri"], abs=1e-4)
-    with pytest.raises(evaluation.EvaluationError):
+    with pytest.raises(EvaluationError):
         evaluation.evaluate_utterances(pointwise, utterances, RATE, window=1000, progress=False)
 
 
@@ -133,7 +134,7 @@ def test_unscorable_utterances_are_reported_not_averaged(tmp_path, capsys):
     evaluation.print_summary(summary)
     printed = capsys.readouterr().out
     assert f"Average SISNR improvement: {rows[0]['si_snri']:.2f}\n" in printed and "could not be scored: 2" in printed
-    csv_path, json_path = evaluation.write_report(rows, summary, str(tmp_path), {"checkpoint": "c.ckpt"})
+    csv_path, json_path = write_report(rows, summary, str(tmp_path), {"checkpoint": "c.ckpt"})
     with open(csv_path) as f:
         written = list(csv.DictReader(f))
     assert [bool(r["error"]) for r in written] == [False, True, True] and written[1]["si_snri"] == ""
@@ -266,7 +267,7 @@ def _tiny_checkpoint(folder, num_speakers):
     from mindspore import nn
     from src.config import load_config
     from src.models import build_model
-    from src.training.checkpoint import save_training_checkpoint
+    from src.runtime.checkpoint import save_training_checkpoint
     cfg = load_config(os.path.join(ROOT, "configs/demo.yaml"),
                       ["model.N=16", "model.H=16", "model.R=1", f"model.C={num_speakers}", f"experiment_dir={folder}"])
     net = build_model(cfg)

@@ -15,7 +15,7 @@ from src.data.layout import DataError, check_split, find_splits, load_utterance
 from src.data.mindrecord import read_split_info, write_split
 from src.data.mini_librimix import SPEAKERS, build_mini_librimix
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 # ---------------------------------------------------------------- helpers

@@ -1,6 +1,6 @@
 """Data parallel: scripts/run_distribute_train.sh with msrun on CPU, 2 workers on the bundled data.
 
-Three real runs (module fixture `runs`), each through the launcher with tests/distributed_worker.py
+Three real runs (module fixture `runs`), each through the launcher with tests/training/distributed_worker.py
 (train.py that also saves every worker's final parameters and the training mixtures it was given):
   two      2 workers x batch 2, 2 epochs;
   one      1 worker x batch 4 (same global batch), 2 epochs, started from scripts/;
@@ -19,11 +19,11 @@ import psutil
 import pytest
 
 from src.data.dataset import iterate_utterances
-from src.training import checkpoint as ckpt
+from src.runtime import checkpoint as ckpt
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAUNCHER = os.path.join(ROOT, "scripts", "run_distribute_train.sh")
-WORKER = os.path.join(ROOT, "tests", "distributed_worker.py")
+WORKER = os.path.join(ROOT, "tests", "training", "distributed_worker.py")
 GLOBAL_BATCH, EPOCHS, TRAIN_ROWS = 4, 2, 8
 
 
@@ -231,7 +231,7 @@ def test_workers_must_resume_from_the_same_epoch(epochs, refused, monkeypatch):
     """Workers that found different latest checkpoints (e.g. experiment_dir not shared between
     machines) are stopped; here the all-reduce is simulated for worker 0 of len(epochs) workers."""
     from src.training import trainer
-    from src.training.context import RunInfo
+    from src.runtime.device import RunInfo
     def all_reduce_sum(values):           # worker 0's values plus what the others send
         return np.asarray(values, np.float64) + np.sum([[e, e * e] for e in epochs[1:]], axis=0)
     monkeypatch.setattr(trainer, "all_reduce_sum", all_reduce_sum)

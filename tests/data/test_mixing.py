@@ -107,7 +107,7 @@ def test_bundled_corpus_splits_speakers(tmp_path):
 
 def test_resume_from_speech_is_bit_identical(tiny_data, tmp_path):
     from src.config import load_config
-    from src.training import checkpoint as ckpt
+    from src.runtime import checkpoint as ckpt
     from src.training.trainer import train
 
     def config(exp, *overrides):
@@ -132,7 +132,7 @@ def test_resume_from_speech_is_bit_identical(tiny_data, tmp_path):
 def test_init_from_copies_every_fitting_parameter(tmp_path):
     import mindspore as ms
     from src.models.swave import SWave
-    from src.training import checkpoint as ckpt
+    from src.runtime import checkpoint as ckpt
 
     two, three = (SWave(16, 4, 8, 2, c, 8000, 0.1, lstm="native") for c in (2, 3))
     path = str(tmp_path / "two.ckpt")

@@ -1,5 +1,5 @@
-"""train.py with a recorder, for tests/test_distributed.py (started by scripts/run_distribute_train.sh
-with TRAIN_SCRIPT=tests/distributed_worker.py): trains exactly like train.py, then writes
+"""train.py with a recorder, for tests/training/test_distributed.py (started by scripts/run_distribute_train.sh
+with TRAIN_SCRIPT=tests/training/distributed_worker.py): trains exactly like train.py, then writes
 `$DIST_TEST_DUMP_DIR/rank_<rank>.npz` holding this worker's final network and optimizer parameters
 (`param/<name>`) and the training mixtures it was given (`epoch<e>/mix`, `(steps, batch, time)`).
 With DIST_TEST_FAIL_RANK=<rank> that worker exits with an error before init() instead.

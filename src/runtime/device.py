@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
+from mindspore.communication import get_group_size, get_rank, init
 
 from src.config import ConfigError
 
@@ -37,30 +38,34 @@ def best_device(requested="auto"):
     return next(d for d in _DEVICE_PREFERENCE if ms.hal.is_available(d))
 
 
-def _set_device(device):
+def _set_device(device, device_id):
     """ms.set_device, except that once kernels have run in this process (a second run in the
     same process, e.g. tests) MindSpore refuses any call: then the device must already match."""
     try:
         if device == "CPU":
             ms.set_device("CPU")
         else:
-            ms.set_device(device, int(os.environ.get("DEVICE_ID", 0)))
+            ms.set_device(device, device_id)
     except RuntimeError:
         if ms.get_context("device_target") != device:
             raise
 
 
+def use_device(requested="auto", mode="graph", device_id=None):
+    """The one device set-up of every stage: pick the device (best_device), set the execution
+    mode (graph | pynative) and the device (`device_id`, default $DEVICE_ID or 0). Returns the device."""
+    device = best_device(requested)
+    ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
+    _set_device(device, int(os.environ.get("DEVICE_ID", 0)) if device_id is None else device_id)
+    return device
+
+
 def init_context(cfg, distributed=False):
     """Set device, execution mode and seeds from the config; with `distributed`, initialise
     collectives (msrun / rank table) and data-parallel mode. Returns RunInfo."""
-    device = best_device(cfg.device_target)
-    mode = ms.GRAPH_MODE if cfg.mode == "graph" else ms.PYNATIVE_MODE
-    ms.set_context(mode=mode)
-    _set_device(device)
+    info = RunInfo(device_target=use_device(cfg.device_target, cfg.mode))
     ms.set_seed(int(cfg.seed))
-    info = RunInfo(device_target=device)
     if distributed:
-        from mindspore.communication import get_group_size, get_rank, init
         init()
         info.rank, info.group_size = get_rank(), get_group_size()
         ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
@@ -88,3 +93,13 @@ def all_reduce_sum(values):
     Cell: mindspore.communication.comm_func.all_reduce has no CPU kernel in MindSpore 2.10."""
     values = ms.Tensor(np.asarray(values, np.float32).reshape(-1))
     return _all_reduce_sum_cell()(values).asnumpy().astype(np.float64)
+
+
+def combine_means(sums, counts, info):
+    """Means over the items of all workers -> (float64 `(n,)`: sums `(n,)` summed over workers / counts
+    summed over workers, 0 where no worker had an item; that total count). `info`: RunInfo (None = one worker)."""
+    totals = np.concatenate([np.asarray(sums, np.float64).reshape(-1), [float(counts)]])
+    if info is not None and info.distributed:
+        totals = all_reduce_sum(totals)
+    return totals[:-1] / max(totals[-1], 1.0), int(totals[-1])
+

@@ -18,10 +18,10 @@ import pytest
 
 from src.config import load_config, save_config
 from src.metrics import si_snr, stoi_score
-from src.offline_inference import read_index, read_inputs
+from src.inference.offline import read_index, read_inputs
 from src.tasks.enhancement import EnhancementTask
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SNRS = ("-5", "0", "5")
 NUM_PAIRS = 4 * len(SNRS)
 SCORES = ("si_snr", "si_snri", "stoi", "stoii", "pesq", "pesqi")
@@ -50,7 +50,7 @@ def rt(tmp_path_factory):
     from mindspore import nn
 
     from src.models import build_model
-    from src.training.checkpoint import save_training_checkpoint
+    from src.runtime.checkpoint import save_training_checkpoint
 
     folder = tmp_path_factory.mktemp("rt")
     cfg = load_config(os.path.join(ROOT, "configs", "rt_demo.yaml"),
@@ -155,8 +155,8 @@ def test_offline_pipeline_gives_evaluate_numbers_and_the_network_mask(rt, evalua
     assert offline["report"]["meta"]["backend"] in ("mindspore", "mindspore_lite")
 
     # every mask the exported graph wrote is the checkpoint network's mask for the same features
-    from src.tasks.enhancement import NetworkMasker
-    from src.training.checkpoint import load_model
+    from src.inference.enhancement import NetworkMasker
+    from src.runtime.checkpoint import load_model
     net, cfg = load_model(rt["ckpt"])
     masker = NetworkMasker(net, 161)
     bins = offline["out"] / "bins"

@@ -14,7 +14,8 @@ from src.losses import SeparationLoss
 from src.models import build_model
 from src.models.swave import SWave, SWaveConfigError
 
-DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "demo.yaml")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEMO_CONFIG = os.path.join(ROOT, "configs", "demo.yaml")
 
 
 @pytest.fixture(autouse=True)

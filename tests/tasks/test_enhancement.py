@@ -19,7 +19,7 @@ from src.losses.mask_loss import MagnitudeMSELoss, MaskMSELoss
 from src.models.rtransformer import LocalRNN, RTransformer, build_rtransformer
 from src.tasks.enhancement import EnhancementTask
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO = os.path.join(ROOT, "configs", "rt_demo.yaml")
 SR = 16000
 
@@ -319,7 +319,7 @@ def speech_in_noise():
 
 
 def test_enhancer_with_an_all_ones_mask_returns_the_input(speech_in_noise):
-    from src.tasks.enhancement import Enhancer
+    from src.inference.enhancement import Enhancer
     noisy = speech_in_noise[2][:SR // 2 + 77]
     seen = []
 
@@ -337,7 +337,7 @@ def test_enhancer_with_the_oracle_mask_scores_far_above_the_noisy_input(speech_i
     the clean and noise spectra, must give far more than the noisy input, and more than the same
     mask one frame late or reversed along either axis."""
     from src.metrics import si_snr
-    from src.tasks.enhancement import Enhancer
+    from src.inference.enhancement import Enhancer
     clean, noise, noisy = speech_in_noise
     config = StftConfig(320, 160, 320)
     clean_power, noise_power = np.abs(stft(clean, config)) ** 2, np.abs(stft(noise, config)) ** 2
@@ -362,7 +362,7 @@ def trained(tmp_path_factory):
     its gradient buffers, clipping and finiteness gate, the plateau lr schedule, validation every
     5 epochs, checkpoints), the last checkpoint loaded back; validation of the initial network
     (the seed's) and of the trained one with PESQ/STOI (PyNative)."""
-    from src.training.checkpoint import checkpoint_dir, load_model
+    from src.runtime.checkpoint import checkpoint_dir, load_model
     from src.training.trainer import train
     exp = str(tmp_path_factory.mktemp("rt_train"))
     cfg = demo_config("train.valid_pesq_stoi=false", "train.epochs=20", f"experiment_dir={exp}")

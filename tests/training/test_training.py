@@ -10,12 +10,12 @@ import pytest
 from mindspore import nn
 
 from src.config import load_config
-from src.training import checkpoint as ckpt
+from src.runtime import checkpoint as ckpt
 from src.training.step import TrainStep
 from src.training import trainer as trainer_module
 from src.training.trainer import TrainingError, train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def tiny_config(data_dir, exp_dir, *overrides):

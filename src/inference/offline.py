@@ -1,20 +1,23 @@
-"""Offline inference of an exported MindIR: model inputs as raw .bin files, a runner, and the way
-back to full-length outputs scored exactly as evaluate.py scores them. One pipeline for both
-tasks; what is task-specific is how the inputs are recorded and how the results are replayed.
+"""Offline inference files: the model inputs of every test mixture (or enhancement pair) as raw .bin
+files with an index, and the replay of the stored results as a separator (or masker), so that the
+results are scored exactly as evaluate.py scores a checkpoint. The runners that produce the
+results are in src/inference/runners.py; what each task records, checks and scores is its
+`write_offline_inputs`, `check_offline_inputs` / `check_offline_output` and `score_offline`
+(src/tasks/).
 
 Pipeline (scripts/run_infer_310.sh):
 1. `preprocess.py --infer-bins DIR` -> `write_input_bins`: every input a separator would get from
    evaluate.py for each test mixture, one raw float32 file each, plus `DIR/index.json`.
-2. `infer.py` -> `open_runner` + `run_bins`: each .bin through the model (MindSpore Lite when
-   installed, else MindSpore's GraphCell), one result file per input.
-3. `postprocess.py` -> `ReplaySeparator` + src.evaluation: evaluate.py's own separation and
+2. `infer.py` -> src/inference/runners.py (`open_runner` + `run_bins`): each .bin through the
+   model (MindSpore Lite when installed, else MindSpore's GraphCell), one result file per input.
+3. `postprocess.py` -> `ReplaySeparator` + src/evaluation: evaluate.py's own separation and
    scoring run again, with the stored results standing in for the model.
 
-The inputs of step 1 are recorded by running the same calls evaluate.py makes
-(`separate_whole`, or `separate_long` for mixtures longer than the window) with a recording
-stand-in for the model; step 3 replays the results through the same calls. So the window layout,
+The inputs of step 1 are recorded by running the same call evaluate.py makes
+(src.inference.windows.separate) with a recording stand-in for the model; step 3 replays the
+results through the same calls. So the window layout,
 the speaker alignment across windows, the cross-fades and the scores are the code of
-src/inference/separation.py and src/evaluation.py, not a copy of it.
+src/inference/ and src/evaluation/, not a copy of it.
 
 - Dynamic-length graph (`export.py --length 0`): the windows of evaluate.py (its
   --window-seconds / --overlap-seconds defaults); shorter mixtures are one input of their own length. Same numbers as evaluate.py.
@@ -23,17 +26,18 @@ src/inference/separation.py and src/evaluation.py, not a copy of it.
   the network sees shorter context and the windows are stitched (see the README's tolerance).
 
 Enhancement (the mask network, export.py of an enhancement checkpoint): `write_enhancement_bins`
-records the network inputs of every fixed test pair of the config (src.evaluation.enhancement_pairs)
-by running the Enhancer of src/tasks/enhancement.py with a recording masker (STFT and features
-on the host); postprocess.py replays the stored masks through the same Enhancer (`ReplayMasker`:
-mask x noisy spectrum, inverse STFT) and scores the pairs with evaluate.py's code. A dynamic
-frame axis only: every pair is one input of its own length, so the numbers are evaluate.py's.
+records the network inputs of every fixed test pair of the config
+(src.data.enhancement.enhancement_pairs) by running the Enhancer of src/inference/enhancement.py
+with a recording masker (STFT and features on the host); postprocess.py replays the stored masks
+through the same Enhancer (`ReplayMasker`: mask x noisy spectrum, inverse STFT) and scores the
+pairs with evaluate.py's code. A dynamic frame axis only: every pair is one input of its own
+length, so the numbers are evaluate.py's.
 
 Files:
   DIR/index.json      {"version", "id", "task" (separation | enhancement), "sample_rate",
                        "num_speakers", "fixed_length" (0: dynamic), "window", "overlap" (samples;
                        null: whole inputs), "data" (separation: {path, split, mix_type, resample,
-                       downmix}; enhancement: src.evaluation.enhancement_pairs' description),
+                       downmix}; enhancement: src.data.enhancement.enhancement_pairs' description),
                        "utterances": [{key, length, sha1, bins: [names]}],
                        "bins": {name: {"inputs": [{file, shape, dtype}], sha1, samples | frames}}
                        enhancement also: "config" (the model's config), "stft" {n_fft, hop, win}}
@@ -49,20 +53,24 @@ import glob
 import hashlib
 import json
 import os
-import time
 import uuid
 
 import numpy as np
 
+from src.config import Config
+from src.config_schema import TASKS
+from src.data.dataset import open_utterances, sized
+from src.data.enhancement import enhancement_pairs
 from src.errors import UserError
-from src.inference.separation import separate_long, separate_whole
+from src.features import StftConfig
+from src.inference.enhancement import Enhancer
+from src.inference.windows import separate
 
 INDEX_NAME = "index.json"
 RUN_NAME = "run.json"
 INDEX_VERSION = 2
 BIN_DTYPE = np.dtype("<f4")
 INPUT_DTYPES = {"float32": np.dtype("<f4"), "int32": np.dtype("<i4")}
-TASKS = ("separation", "enhancement")
 
 
 class OfflineInferenceError(UserError):
@@ -84,33 +92,6 @@ def _fit_length(row, fixed_length):
     return np.concatenate([row, np.zeros(fixed_length - len(row), np.float32)])
 
 
-def separate_like_evaluate(separate_fn, mixture, num_speakers, window, overlap):
-    """The calls evaluate.py makes for one mixture (batch size 1): whole when `window` is None or
-    the mixture fits in it, else overlapping windows -> `(C, time)`."""
-    if window is None:
-        return separate_whole(separate_fn, mixture, num_speakers)
-    return separate_long(separate_fn, mixture, num_speakers, window, overlap)
-
-
-def plan_windows(sample_rate, fixed_length, window_seconds, overlap_seconds):
-    """(window, overlap) in samples for the bins of a graph.
-
-    fixed_length N > 0: windows of N samples, the overlap `overlap_seconds` capped at N // 2.
-    0 (dynamic graph): evaluate.py's windows (`src.evaluation.window_samples`); (None, None)
-    for window_seconds == 0 (whole mixtures).
-    """
-    from src.evaluation import window_samples
-    if fixed_length < 0:
-        raise OfflineInferenceError(f"fixed length {fixed_length}: must be 0 (dynamic graph) or samples")
-    if not fixed_length:
-        return window_samples(window_seconds, overlap_seconds, sample_rate)
-    overlap = min(int(round(overlap_seconds * sample_rate)), fixed_length // 2)
-    if overlap < 1:
-        raise OfflineInferenceError(f"fixed length {fixed_length} with overlap {overlap_seconds:g} s leaves no "
-                                    "overlap to align the speakers of consecutive windows on")
-    return fixed_length, overlap
-
-
 class _InputRecorder:
     """Stand-in separator: keeps every input row (as the graph takes it) and returns zeros."""
 
@@ -128,7 +109,7 @@ def write_input_bins(utterances, out_dir, sample_rate, fixed_length=0, window=No
     """Write the model inputs for every utterance as .bin files + `out_dir/index.json`.
 
     utterances: dicts {key, mix (T,), src (C, T)} (src.data.dataset.iterate_utterances).
-    fixed_length, window, overlap: see plan_windows. data: where the utterances came from
+    fixed_length, window, overlap: see src.inference.windows.plan_windows. data: where the utterances came from
     (path, split, mix_type, resample, downmix), so postprocess.py reads the same references.
     max_utterances: stop after this many (0: all). Returns the index (dict).
     """
@@ -148,7 +129,7 @@ def write_input_bins(utterances, out_dir, sample_rate, fixed_length=0, window=No
             raise OfflineInferenceError(f"{utt['key']}: has {num_speakers} sources, the utterances before it "
                                         f"{index['num_speakers']}; one model separates one speaker count")
         recorder = _InputRecorder(num_speakers, fixed_length)
-        separate_like_evaluate(recorder, mixture, num_speakers, window, overlap)
+        separate(recorder, mixture, num_speakers, window, overlap)
         names = []
         for k, row in enumerate(recorder.inputs):
             names.append(_add_entry(index, out_dir, f"{utt['key']}_{k:03d}", [row[None]], samples=int(len(row))))
@@ -157,7 +138,7 @@ def write_input_bins(utterances, out_dir, sample_rate, fixed_length=0, window=No
                                     "bins": names})
     if not index["utterances"]:
         raise OfflineInferenceError(f"{(data or {}).get('path', 'the data')}: no utterances to write")
-    _write_json(os.path.join(out_dir, INDEX_NAME), index)
+    write_json(os.path.join(out_dir, INDEX_NAME), index)
     shape = f"windows of {fixed_length} samples" if fixed_length else "any length"
     log(f"wrote {len(index['bins'])} inputs ({shape}, {total_samples / sample_rate:.1f} s) of "
         f"{len(index['utterances'])} mixtures to {out_dir} (+ {INDEX_NAME})")
@@ -180,10 +161,7 @@ def write_enhancement_bins(cfg, out_dir, split="test", max_utterances=0, log=pri
     (src.evaluation.enhancement_pairs, as evaluate.py scores them) + `out_dir/index.json`.
     max_utterances: only the first N clean utterances (each at every SNR; 0 = all).
     Returns the index (dict)."""
-    from src.evaluation import enhancement_pairs
-    from src.tasks.enhancement import Enhancer, EnhancementTask
-
-    stft_config = EnhancementTask.stft_config(cfg)
+    stft_config = StftConfig.from_cfg(cfg)
     pairs, data = enhancement_pairs(cfg, split, max_utterances=max_utterances)
     index = _new_index(out_dir, "enhancement", cfg.sample_rate, data, config=cfg.to_dict(),
                        stft={"n_fft": stft_config.n_fft, "hop": stft_config.hop, "win": stft_config.win})
@@ -200,13 +178,14 @@ def write_enhancement_bins(cfg, out_dir, split="test", max_utterances=0, log=pri
         total_frames += features.shape[1]
     if not index["utterances"]:
         raise OfflineInferenceError(f"{data['clean']}: no pairs to write")
-    _write_json(os.path.join(out_dir, INDEX_NAME), index)
+    write_json(os.path.join(out_dir, INDEX_NAME), index)
     log(f"wrote the network inputs (features + frame lengths, {total_frames} frames) of {len(index['utterances'])} "
         f"pairs ({len(data['snrs_db'])} SNRs) to {out_dir} (+ {INDEX_NAME})")
     return index
 
 
-def _write_json(path, obj):
+def write_json(path, obj):
+    """Write `obj` as JSON to `path` atomically."""
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=1)
     os.replace(path + ".tmp", path)
@@ -300,197 +279,12 @@ def read_bin(path, samples, num_channels=None):
     return data.reshape(1, samples)
 
 
-# --------------------------------------------------------------------------------- the runner
-def mindir_input_shapes(path):
-    """Input shapes stored in a MindIR file (MindSpore's protobuf), in input order, -1 for a
-    dynamic axis: separation `[[1, time]]`, enhancement `[[1, frames, bins], [1]]`."""
-    from mindspore.train import mind_ir_pb2
-    model = mind_ir_pb2.ModelProto()
-    try:
-        with open(path, "rb") as f:
-            model.ParseFromString(f.read())
-        shapes = [[int(d) for d in graph_input.tensor[0].dims] for graph_input in model.graph.input]
-    except Exception as err:  # protobuf raises DecodeError, an empty graph IndexError
-        raise OfflineInferenceError(f"{path}: cannot be read as a MindIR file ({type(err).__name__}: {err})") from None
-    if not shapes:
-        raise OfflineInferenceError(f"{path}: a MindIR file without inputs")
-    return shapes
+def run_meta(run):
+    """What ran the offline results (run.json), for a report's meta."""
+    return {"model": run["model"], "backend": run["backend"], "device": run["device"],
+            "input_shape": run["input_shape"], "real_time_factor": run["real_time_factor"]}
 
 
-class MindSporeRunner:
-    """A MindIR file run by MindSpore's `nn.GraphCell` (GRAPH_MODE): numpy inputs in the graph's
-    order -> numpy output (separation `(1, T) -> (1, C, T)`, enhancement `(1, F, B), (1,) -> (1, F, B)`).
-    `input_shapes`: every input's shape in the file; `input_shape`: the first one's."""
-
-    backend = "mindspore"
-
-    def __init__(self, path, device_target="auto", device_id=0):
-        import mindspore as ms
-        from src.training.context import best_device
-        self.device = best_device(device_target)
-        ms.set_context(mode=ms.GRAPH_MODE)
-        if self.device == "CPU":
-            ms.set_device("CPU")
-        else:
-            ms.set_device(self.device, device_id)
-        self.input_shapes = mindir_input_shapes(path)
-        self.input_shape = self.input_shapes[0]
-        self.graph = ms.nn.GraphCell(ms.load(path))
-        self._tensor = ms.Tensor
-
-    def __call__(self, *inputs):
-        return self.graph(*(self._tensor(x) for x in inputs)).asnumpy()
-
-
-class LiteRunner:
-    """A MindIR file run by MindSpore Lite's Python API (cloud-side inference package, Ascend
-    310/310P, GPU or CPU): numpy inputs in the graph's order -> numpy output, as MindSporeRunner.
-    Dynamic inputs are resized per call (CPU and GPU; on Ascend export a fixed length).
-
-    UNTESTED: written from the MindSpore Lite 2.x API docs (Context.target, Model.build_from_file,
-    get_inputs, resize, predict); mindspore-lite is not on PyPI, so it never ran in this project's tests.
-    """
-
-    backend = "mindspore_lite"
-
-    def __init__(self, path, device_target="auto", device_id=0):
-        import mindspore_lite as mslite
-        if device_target == "auto":
-            device_target = "Ascend" if os.path.exists(f"/dev/davinci{device_id}") else "CPU"
-        self.device = device_target
-        context = mslite.Context()
-        context.target = [device_target.lower()]
-        if device_target == "Ascend":
-            context.ascend.device_id = device_id
-        elif device_target == "GPU":
-            context.gpu.device_id = device_id
-        self.model = mslite.Model()
-        self.model.build_from_file(path, mslite.ModelType.MINDIR, context)
-        self.inputs = self.model.get_inputs()
-        self.input_shapes = [[int(d) for d in tensor.shape] for tensor in self.inputs]
-        self.input_shape = self.input_shapes[0]
-
-    def __call__(self, *arrays):
-        shapes = [list(a.shape) for a in arrays]
-        if [[int(d) for d in tensor.shape] for tensor in self.inputs] != shapes:
-            self.model.resize(self.inputs, shapes)
-        for tensor, array in zip(self.inputs, arrays):
-            tensor.set_data_from_numpy(array)
-        return self.model.predict(self.inputs)[0].get_data_to_numpy()
-
-
-def lite_available():
-    try:
-        import mindspore_lite  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def open_runner(model_path, device_target="auto", device_id=0, backend="auto"):
-    """A runner for `model_path`: MindSpore Lite when installed (backend "auto" or "lite"),
-    otherwise MindSpore ("mindspore"). device_target: auto | Ascend | GPU | CPU."""
-    if not os.path.isfile(model_path):
-        raise OfflineInferenceError(f"{model_path}: model file not found (export one with export.py)")
-    if backend == "auto":
-        backend = "lite" if lite_available() else "mindspore"
-    if backend == "lite":
-        if not lite_available():
-            raise OfflineInferenceError("backend 'lite' needs MindSpore Lite's Python package (mindspore_lite)")
-        return LiteRunner(model_path, device_target, device_id)
-    if backend != "mindspore":
-        raise OfflineInferenceError(f"backend {backend!r}: use auto, lite or mindspore")
-    return MindSporeRunner(model_path, device_target, device_id)
-
-
-def check_inputs_fit(input_shape, index, model_path, bin_dir):
-    """Refuse bins the graph (first input of shape `input_shape`) cannot take, before running
-    anything. Separation: a (batch, time) input with batch 1, and for a fixed-length graph every
-    bin of exactly that length. Enhancement: features (1, any frames, the index's bins)."""
-    if index["task"] == "enhancement":
-        bins = stft_config_of(index).bins
-        if len(input_shape) != 3 or input_shape[0] not in (1, -1) or input_shape[2] != bins:
-            raise OfflineInferenceError(
-                f"{model_path}: takes inputs of shape {input_shape}, but {bin_dir} holds features (1, frames, {bins}) "
-                "of an enhancement model; export that model's checkpoint with export.py")
-        if input_shape[1] != -1:
-            raise OfflineInferenceError(
-                f"{model_path}: a graph of exactly {input_shape[1]} frames, but {bin_dir} holds whole pairs of any "
-                "length; export the mask network with a dynamic frame axis (export.py without --length)")
-        return
-    if len(input_shape) != 2 or input_shape[0] not in (1, -1):
-        raise OfflineInferenceError(f"{model_path}: takes inputs of shape {input_shape}, not (1, time); "
-                                    "export the separation network with export.py")
-    length = input_shape[1]
-    if length == -1:
-        return
-    wrong = [(n, b["samples"]) for n, b in index["bins"].items() if b["samples"] != length]
-    if wrong:
-        name, samples = wrong[0]
-        raise OfflineInferenceError(
-            f"{model_path}: a fixed-length graph of {length} samples, but {len(wrong)} of the "
-            f"{len(index['bins'])} inputs in {bin_dir} have another length (e.g. {name}: {samples} samples; "
-            f"they were written for {_describe_bins(index)}). Preprocess again with --fixed-length {length} "
-            "(run_infer_310.sh does so with NEED_PREPROCESS=y)")
-
-
-def _describe_bins(index):
-    if index["fixed_length"]:
-        return f"a fixed-length graph of {index['fixed_length']} samples"
-    return "a dynamic-length graph"
-
-
-def _check_output(output, inputs, index, model_path, name):
-    """Separation: `(1, C, samples)`; enhancement: a mask of the features' shape."""
-    if index["task"] == "enhancement":
-        if output.shape != inputs[0].shape:
-            raise OfflineInferenceError(f"{model_path}: returned shape {output.shape} for features {inputs[0].shape} "
-                                        f"({name}); a mask graph returns the features' shape")
-        return
-    samples = inputs[0].shape[1]
-    if output.ndim != 3 or output.shape[0] != 1 or output.shape[2] != samples:
-        raise OfflineInferenceError(f"{model_path}: returned shape {output.shape} for input {inputs[0].shape} "
-                                    f"({name}); a separation graph returns (1, C, {samples})")
-
-
-def run_bins(runner, model_path, bin_dir, result_dir, progress=True):
-    """Run every entry of `bin_dir` through `runner` (`runner(*inputs)`, the entry's inputs in
-    order), writing the outputs to `result_dir` (same names) and `result_dir/run.json`.
-    Returns the run summary (dict)."""
-    from tqdm import tqdm
-
-    index = read_index(bin_dir)
-    check_inputs_fit(runner.input_shape, index, model_path, bin_dir)
-    os.makedirs(result_dir, exist_ok=True)
-    run_path = os.path.join(result_dir, RUN_NAME)
-    if os.path.exists(run_path):
-        os.remove(run_path)  # results are complete only once run.json is written again
-    started, num_outputs = time.time(), None
-    for name, info in tqdm(index["bins"].items(), disable=not progress, desc="inference", unit="input",
-                           dynamic_ncols=True, mininterval=1):
-        inputs = read_inputs(bin_dir, info)
-        try:
-            output = np.asarray(runner(*inputs))
-        except Exception as err:  # the backends raise RuntimeError/ValueError with C++ messages
-            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            shapes = " + ".join(str(x.shape) for x in inputs)
-            raise OfflineInferenceError(f"{os.path.join(bin_dir, name)}: {model_path} failed on this input of shape "
-                                        f"{shapes}: {first_line}") from None
-        _check_output(output, inputs, index, model_path, name)
-        if index["task"] == "separation":
-            num_outputs = num_outputs or int(output.shape[1])
-        output.astype(BIN_DTYPE).tofile(os.path.join(result_dir, name))
-    elapsed = time.time() - started
-    audio_seconds = sum(u["length"] for u in index["utterances"]) / index["sample_rate"]
-    run = {"index_id": index["id"], "model": os.path.abspath(model_path), "backend": runner.backend,
-           "device": runner.device, "input_shape": runner.input_shape, "num_outputs": num_outputs,
-           "num_inputs": len(index["bins"]), "audio_seconds": round(audio_seconds, 3),
-           "elapsed_seconds": round(elapsed, 3), "real_time_factor": round(elapsed / max(audio_seconds, 1e-9), 4)}
-    _write_json(run_path, run)
-    return run
-
-
-# ----------------------------------------------------------------------------- postprocessing
 def read_run(result_dir, index, bin_dir):
     """run.json of a result folder, checked to belong to the index of `bin_dir`."""
     path = os.path.join(result_dir, RUN_NAME)
@@ -539,8 +333,6 @@ class ReplaySeparator:
 def indexed_utterances(index, data_path=None):
     """The utterances of the index, read again from their data (or `data_path`) with their
     sources, in index order; each mixture must be the one preprocess.py wrote (same SHA-1)."""
-    from src.evaluation import open_utterances, sized
-
     data = index.get("data") or {}
     path = data_path or data.get("path")
     if not path:
@@ -571,7 +363,6 @@ def indexed_utterances(index, data_path=None):
 
 def stft_config_of(index):
     """The STFT settings an enhancement index was written with."""
-    from src.features import StftConfig
     return StftConfig(**index["stft"])
 
 
@@ -602,9 +393,6 @@ class ReplayMasker:
 def indexed_pairs(index):
     """The noisy/clean pairs of an enhancement index, rebuilt from its config and data (the
     SHA-1 of each noisy signal must be the one preprocess.py wrote)."""
-    from src.config import Config
-    from src.evaluation import enhancement_pairs, sized
-
     data = index["data"]
     cfg = Config(index["config"])
     cfg.data.resample, cfg.data.downmix = data["resample"], data["downmix"]
@@ -621,3 +409,4 @@ def indexed_pairs(index):
                                             "the one preprocess.py wrote (data changed?); preprocess again")
             yield pair
     return sized(generate(), len(wanted))
+

@@ -13,12 +13,16 @@ import shutil
 
 import mindspore as ms
 
-from src.config import Config, yaml_load
+from src.config import Config, load_config, yaml_load
 from src.errors import UserError
+from src.models import build_model
 
 CHECKPOINT_DIR = "checkpoints"
 # names of optimizer state in training checkpoints (ours, and nn.Adam's in older ones)
 OPTIMIZER_STATE = ("moment1.", "moment2.", "adam_step", "beta1_power", "beta2_power", "global_step", "learning_rate")
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                              "pretrained")
+PRETRAINED_SEPARATION = ("swave_2spk.ckpt", "swave_3spk.ckpt")   # pretrained/MODEL_CARD.md
 _EPOCH_RE = re.compile(r"epoch_(\d+)\.ckpt$")
 
 
@@ -45,28 +49,35 @@ def latest_checkpoint(exp_dir):
     return found[-1][1] if found else None
 
 
-def save_training_checkpoint(path, optimizer, meta, network=None):
-    """Write the optimizer (its state and the trainable parameters), the network's other
-    parameters (e.g. dropout counters) when `network` is given, and meta to `path` atomically."""
+def _write(path, params, meta):
+    """Write `params` ({name: Parameter or Tensor}) and `meta` (a JSON-able dict) to `path` atomically."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path[:-len(".ckpt")] + ".tmp.ckpt"
-    params = {p.name: p for p in optimizer.get_parameters()}
-    if network is not None:
-        params.update((p.name, p) for p in network.get_parameters())
     ms.save_checkpoint([{"name": name, "data": p} for name, p in params.items()], tmp,
                        append_dict={"meta": json.dumps(meta)})
     _publish(tmp, path)
+
+
+def save_training_checkpoint(path, optimizer, meta, network=None):
+    """Write the optimizer (its state and the trainable parameters), the network's other
+    parameters (e.g. dropout counters) when `network` is given, and meta to `path` atomically."""
+    params = {p.name: p for p in optimizer.get_parameters()}
+    if network is not None:
+        params.update((p.name, p) for p in network.get_parameters())
+    _write(path, params, meta)
 
 
 def save_weights_only(src, dst):
     """Write training checkpoint `src` without its optimizer state to `dst` (a released model:
     the network's parameters and the meta, config included), atomically."""
     params, meta = read_checkpoint(src)
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    tmp = dst[:-len(".ckpt")] + ".tmp.ckpt"
-    ms.save_checkpoint([{"name": n, "data": p} for n, p in params.items() if not n.startswith(OPTIMIZER_STATE)],
-                       tmp, append_dict={"meta": json.dumps(meta)})
-    _publish(tmp, dst)
+    _write(dst, {n: p for n, p in params.items() if not n.startswith(OPTIMIZER_STATE)}, meta)
+
+
+def save_network(path, net, meta):
+    """Write the parameters of `net` and `meta` (JSON: at least the config as yaml, under "config")
+    to `path` atomically: a model checkpoint that load_model reads (e.g. an imported one)."""
+    _write(path, {p.name: p for p in net.get_parameters()}, meta)
 
 
 def prune_checkpoints(exp_dir, keep):
@@ -163,11 +174,26 @@ def stored_config(meta):
     return Config(yaml_load(meta["config"])) if "config" in meta else None
 
 
+def model_config(checkpoint, config_path=None):
+    """The config of a model: `config_path` (a yaml) when given, else the one stored in
+    `checkpoint` (None when it holds none)."""
+    return load_config(config_path) if config_path else stored_config(read_checkpoint(checkpoint)[1])
+
+
+def pretrained_separation_models():
+    """The shipped separation checkpoints (one per speaker count), used when no model is given."""
+    paths = [os.path.join(PRETRAINED_DIR, name) for name in PRETRAINED_SEPARATION]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise CheckpointError(f"{', '.join(missing)}: shipped model missing (is this a complete clone?); "
+                              "pass --model-path CKPT [CKPT ...]")
+    return paths
+
+
 def load_model(ckpt_path, cfg=None):
     """Network in inference mode from a checkpoint. The config is the one stored in the
     checkpoint unless `cfg` is given (needed for checkpoints written by other tools).
     Returns (net, cfg)."""
-    from src.models import build_model
     params, meta = read_checkpoint(ckpt_path)
     cfg = cfg or stored_config(meta)
     if cfg is None:

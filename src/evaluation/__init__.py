@@ -1,0 +1,2 @@
+"""Evaluation: scoring on full utterances and pairs (separation.py, enhancement.py) and the one
+report writer (report.py)."""

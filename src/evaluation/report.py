@@ -1,0 +1,94 @@
+"""Reports of every evaluation (evaluate.py, postprocess.py; separation and enhancement): the
+progress bar, averages, `per_utterance.csv` + `summary.json`, and `publish`, the one tail that
+prints the averages, writes the files and gives the exit status."""
+import csv
+import json
+import math
+import os
+import time
+from collections import namedtuple
+
+import numpy as np
+from tqdm import tqdm
+
+from src.errors import UserError
+
+
+class EvaluationError(UserError):
+    """Models or options that cannot be evaluated together; the message says why."""
+
+
+Report = namedtuple("Report", "rows summary meta show item")
+Report.__doc__ = """An evaluation's result: `rows` (dicts, one per utterance or pair), `summary` (dict with
+`failed`), `meta` (what was evaluated: checkpoint, config, data, command ...), `show(summary)`
+printing the averages, `item` naming a row ("utterance", "pair")."""
+
+
+def progress_bar(total, enabled, desc):
+    """tqdm bar over `total` utterances (None: unknown)."""
+    return tqdm(total=total, disable=not enabled, desc=desc, unit="utt", dynamic_ncols=True, mininterval=1)
+
+
+def mean(rows, name):
+    """Mean of `row[name]` over the rows that have a number there (None when none has)."""
+    values = [row[name] for row in rows if name in row and not math.isnan(row[name])]
+    return float(np.mean(values)) if values else None
+
+
+def fmt(value):
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _csv_value(value):
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value)
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4f}"
+    return value
+
+
+def _json_safe(value):
+    """NaN/Inf -> None (JSON has no NaN), recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    return value
+
+
+def write_report(rows, summary, out_dir, meta):
+    """Write `out_dir/per_utterance.csv` (one line per row; lists space-separated, `error`
+    column last) and `out_dir/summary.json` ({"summary": ..., "meta": ...}, NaN as null).
+    Returns (csv_path, json_path)."""
+    os.makedirs(out_dir, exist_ok=True)
+    columns = []
+    for row in rows:
+        columns += [k for k in row if k not in columns and k != "error"]
+    columns.append("error")
+    csv_path = os.path.join(out_dir, "per_utterance.csv")
+    json_path = os.path.join(out_dir, "summary.json")
+    with open(csv_path + ".tmp", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _csv_value(v) for k, v in row.items()})
+    os.replace(csv_path + ".tmp", csv_path)
+    report = {"summary": summary, "meta": {"written": time.strftime("%Y-%m-%d %H:%M:%S"), **meta}}
+    with open(json_path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(_json_safe(report), f, indent=1)
+    os.replace(json_path + ".tmp", json_path)
+    return csv_path, json_path
+
+
+
+def publish(report, out_dir):
+    """Print the averages, write `out_dir/per_utterance.csv` and `summary.json` (write_report),
+    print where -> exit status (1 when some row could not be scored, else 0)."""
+    report.show(report.summary)
+    csv_path, json_path = write_report(report.rows, report.summary, out_dir, report.meta)
+    print(f"Per-{report.item} scores: {csv_path}; summary: {json_path}")
+    return 1 if report.summary["failed"] else 0

@@ -1,0 +1,84 @@
+"""The task interface: everything a stage needs to know about a task (separation, enhancement, ...).
+
+Entry scripts resolve the task once (`src.tasks.task_of(cfg)` for a config, `get_task(name)` for
+an offline index) and call it; nothing outside src/tasks/ compares task names. A new task is
+one module here (a Task subclass, registered in src/tasks/__init__.py) plus its model
+(src/models/) and data (src/data/) code and its keys in src/config_schema.py.
+"""
+from abc import ABC, abstractmethod
+
+
+class Task(ABC):
+    """One task's wiring of every stage. `name` is its config value (`task: <name>`)."""
+
+    name = None
+    network_takes_lengths = False   # train step calls net(net_input, lengths)
+
+    # ---- training (src/training/trainer.py)
+    @abstractmethod
+    def build_network(self, cfg):
+        """The network of `cfg` (an nn.Cell)."""
+
+    @abstractmethod
+    def build_loss(self, cfg):
+        """Loss Cell: `loss(net_output, *targets) -> scalar`."""
+
+    @abstractmethod
+    def train_batches(self, cfg, epoch, num_shards=1, shard_id=0):
+        """Numpy tuples `(net_input, *targets, lengths)` of this worker, deterministic for
+        `(seed, epoch, shard)`."""
+
+    @abstractmethod
+    def validate(self, net, cfg, info=None):
+        """Validation scores -> dict with `score` (higher is better); `info`: RunInfo of this worker."""
+
+    # ---- inference (separate.py, evaluate.py)
+    @abstractmethod
+    def load_separators(self, checkpoints, cfg, config_path=None):
+        """Models for inference, MindSpore context set up -> ({outputs C: separate_fn
+        `(batch, time) -> (batch, C, time)`}, {C: config}). `cfg`: the first checkpoint's config."""
+
+    @abstractmethod
+    def min_input_samples(self, cfg):
+        """Shortest input (samples) a model of `cfg` takes."""
+
+    @abstractmethod
+    def output_name(self, stem, index):
+        """File name of output `index` (0-based) of input `stem` (separate.py)."""
+
+    output_pattern = None   # regex of the part after `<stem>_` of output_name (without .wav)
+
+    @abstractmethod
+    def plot_labels(self, count):
+        """Panel titles of separate.py --plot: the input's, then one per output."""
+
+    # ---- evaluation (evaluate.py)
+    @abstractmethod
+    def evaluate(self, args, cfg, command):
+        """Score the checkpoints of evaluate.py's `args` (first config `cfg`) -> src.evaluation.report.Report."""
+
+    # ---- export (export.py)
+    @abstractmethod
+    def export_graph(self, cfg):
+        """The exported graph's contract (src/export.py: SeparationGraph, MaskGraph)."""
+
+    # ---- offline inference (preprocess.py --infer-bins, infer.py, postprocess.py)
+    @abstractmethod
+    def write_offline_inputs(self, args, cfg):
+        """Write preprocess.py's `--infer-bins` folder for `args` (`cfg`: the -c config, or None)."""
+
+    @abstractmethod
+    def check_offline_inputs(self, input_shape, index, model_path, bin_dir):
+        """Refuse bins the graph (first input of shape `input_shape`) cannot take, before running."""
+
+    @abstractmethod
+    def check_offline_output(self, output, inputs, index, model_path, name):
+        """Refuse a graph output of the wrong shape for the entry `name`."""
+
+    def offline_num_outputs(self, output):
+        """Outputs per input recorded in run.json (None: not a count of sources)."""
+        return None
+
+    @abstractmethod
+    def score_offline(self, index, run, args, command):
+        """Score infer.py's results as evaluate.py scores a checkpoint -> Report (postprocess.py)."""
