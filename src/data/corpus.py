@@ -11,12 +11,12 @@ and the fixed dev / test mixtures (LibriMix layout, 8 kHz).
 
     python -m src.data.corpus [build/corpus]   ->  build/corpus/Libri{2,3}Mix/{dev,test}/...
 """
-import argparse
 import os
 
 import numpy as np
 
-from src.data.mini_librimix import DEFAULT_ASSETS, REPO_ROOT, SAMPLE_RATE, read_speakers, write_mixture_sets
+from src.data.mini_librimix import (DEFAULT_ASSETS, REPO_ROOT, SAMPLE_RATE, builder_main, read_speakers,
+                                    write_mixture_sets)
 
 TRAIN_ASSETS = os.path.join(REPO_ROOT, "assets", "librispeech_train_8k")
 TRAIN_SPEECH = os.path.join(TRAIN_ASSETS, "train")
@@ -50,14 +50,5 @@ def build_corpus(out_dir):
     return write_mixture_sets(out_dir, audio, {"dev": dev_speakers, "test": test_speakers}, NUM_MIXTURES, SEED)
 
 
-def main():
-    parser = argparse.ArgumentParser(description="Build the dev/test mixtures of the bundled speaker corpus.")
-    parser.add_argument("out_dir", nargs="?", default=os.path.join("build", "corpus"))
-    args = parser.parse_args()
-    summary = build_corpus(args.out_dir)
-    print(f"corpus mixtures in {args.out_dir}: Libri2Mix {summary['Libri2Mix']}, Libri3Mix {summary['Libri3Mix']}, "
-          f"{summary['seconds'] / 60:.1f} min")
-
-
 if __name__ == "__main__":
-    main()
+    builder_main(build_corpus, "Build the dev/test mixtures of the bundled speaker corpus.", os.path.join("build", "corpus"))

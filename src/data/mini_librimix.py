@@ -107,14 +107,15 @@ def build_mini_librimix(out_dir, assets_dir=DEFAULT_ASSETS):
             **write_mixture_sets(out_dir, audio, SPEAKERS, NUM_MIXTURES)}
 
 
-def main():
-    parser = argparse.ArgumentParser(description="Build the mini LibriMix demo set.")
-    parser.add_argument("out_dir", nargs="?", default=os.path.join("build", "mini_librimix"))
-    args = parser.parse_args()
-    summary = build_mini_librimix(args.out_dir)
-    print(f"mini LibriMix in {args.out_dir}: Libri2Mix {summary['Libri2Mix']}, Libri3Mix {summary['Libri3Mix']}, "
+def builder_main(build, description, default_out, argv=None):
+    """Command line of a mixture-set builder: `python -m MODULE [OUT_DIR]` -> build(OUT_DIR), summary printed."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("out_dir", nargs="?", default=default_out)
+    args = parser.parse_args(argv)
+    summary = build(args.out_dir)
+    print(f"{args.out_dir}: Libri2Mix {summary['Libri2Mix']}, Libri3Mix {summary['Libri3Mix']}, "
           f"{summary['seconds'] / 60:.1f} min of mixtures")
 
 
 if __name__ == "__main__":
-    main()
+    builder_main(build_mini_librimix, "Build the mini LibriMix demo set.", os.path.join("build", "mini_librimix"))
