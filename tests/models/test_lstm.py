@@ -9,7 +9,7 @@ import mindspore as ms
 from mindspore import nn
 
 import src.models.lstm as lstm_module
-from src.losses import SeparationLoss
+from tests.models.net_with_loss import NetWithLoss
 from src.models.lstm import FusedBiLSTMs, FusedLSTMError, fused_bilstms
 from src.models.swave import MulCatBlock, SWave, SWaveConfigError
 
@@ -195,15 +195,6 @@ def record_shapes(out_shape, calls):
         calls.append(tuple(shapes[0]))
         return out_shape(*shapes)
     return recording
-
-
-class NetWithLoss(nn.Cell):
-    def __init__(self, net):
-        super().__init__()
-        self.net, self.loss = net, SeparationLoss()
-
-    def construct(self, mixture, sources, lengths):
-        return self.loss(self.net(mixture), sources, lengths)
 
 
 def test_swave_fused_graph_gradients_repeat_and_match_native():

@@ -7,10 +7,9 @@ import os
 import numpy as np
 import pytest
 import mindspore as ms
-from mindspore import nn
 
 from src.config import Config, ConfigError, load_config
-from src.losses import SeparationLoss
+from tests.models.net_with_loss import NetWithLoss
 from src.models import build_model
 from src.models.swave import SWave, SWaveConfigError
 
@@ -247,21 +246,12 @@ def test_host_inference_matches_construct(input_normalize, mode):
 
 
 # ---------------------------------------------------------------- gradients in GRAPH_MODE
-class _NetWithLoss(nn.Cell):
-    def __init__(self, net):
-        super().__init__()
-        self.net, self.loss = net, SeparationLoss()
-
-    def construct(self, mixture, sources, lengths):
-        return self.loss(self.net(mixture), sources, lengths)
-
-
 def test_graph_gradients_repeat_and_match_pynative():
     """Also covers recompute=True (the paper config's setting) in GRAPH_MODE."""
     ms.set_seed(0)
     net = SWave(16, 8, 8, 2, 2, 8000, 0.05, recompute=True)
     net.set_train(True)
-    with_loss = _NetWithLoss(net)
+    with_loss = NetWithLoss(net)
     rng = np.random.default_rng(0)
     T = 203
     sources = rng.standard_normal((2, 2, T)).astype(np.float32)
