@@ -74,6 +74,9 @@ DATA = {
         "train_speech": _path("single-speaker utterances mixed on the fly (folder searched recursively or list "
                               "file); when set it replaces data.train"),
         "steps_per_epoch": _count(1000, doc="batches per epoch when training from data.train_speech"),
+        "speaker_counts": Key("ints", None, low=1, null=True,
+                              doc="data.train_speech: speakers in a mixture, drawn uniformly from this list "
+                                  "(each <= model.C; the other outputs are trained to be silent); null = model.C"),
         "dynamic_mixing": Key("bool", False, doc="new mixtures from the training sources every epoch"),
         "dm_gain_db": Key("float", 2.5, low=0, doc="dynamic mixing: source gains uniform in +-dm_gain_db"),
         "num_workers": _count(1, doc="data loading workers"),
@@ -146,6 +149,11 @@ def schema(task, model_name):
 
 def relation_problems(cfg):
     """Problems between keys of a config whose keys all passed the schema -> list of messages."""
+    counts = cfg.data.get("speaker_counts")
+    if counts and not cfg.data.get("train_speech"):
+        return ["data.speaker_counts: only used when training from data.train_speech, which is not set"]
+    if counts and max(counts) > cfg.model.C:
+        return [f"data.speaker_counts: {counts} has more speakers than the model's outputs (model.C={cfg.model.C})"]
     decay = cfg.train.lr_decay
     if decay.type == "multistep" and len(decay["values"] or []) != len(decay.milestones or []) + 1:
         return ["train.lr_decay: multistep needs milestones and one more value than milestones, got "

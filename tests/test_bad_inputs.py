@@ -55,6 +55,11 @@ CASES = [
      ["{out}/exp"]),
     ("config-batch-not-a-number", "train", train_args("train.batch_size=abc"), 2,
      "train.batch_size: must be an integer >= 1, got 'abc'", ["{out}/exp"]),
+    ("config-speaker-counts-without-speech", "train", train_args("data.speaker_counts=[1,2]"), 2,
+     "data.speaker_counts: only used when training from data.train_speech", ["{out}/exp"]),
+    ("config-speaker-counts-above-C", "train",
+     train_args("data.train_speech={speech}", "data.speaker_counts=[2,3]"), 2,
+     "data.speaker_counts: [2, 3] has more speakers than the model's outputs (model.C=2)", ["{out}/exp"]),
     ("config-section-replaced", "train", train_args("train=5"), 2, "train: must be a section", ["{out}/exp"]),
     ("config-fractional-batch", "train", train_args("train.batch_size=2.5"), 2,
      "train.batch_size: must be an integer >= 1, got 2.5", ["{out}/exp"]),
@@ -148,7 +153,8 @@ def places(tmp_path_factory, mini_librimix, tiny_data):
     sf.write(rec / "rec_s1.wav", np.zeros(rate), rate)
     (existing / "rec_s1_s1.wav").write_bytes(b"an earlier output")
     (tmp / "afile").write_text("a regular file")
-    return {"cfg": os.path.join(ROOT, "configs/demo.yaml"), "train": f"{tiny_data}/train.mindrecord0",
+    return {"cfg": os.path.join(ROOT, "configs/demo.yaml"), "speech": os.path.join(ROOT, "assets/librispeech_train_8k/train"),
+            "train": f"{tiny_data}/train.mindrecord0",
             "valid": f"{tiny_data}/valid.mindrecord0", "silent_valid": str(tmp / "silent_mr" / "valid.mindrecord0"),
             "silent_split": str(silent_split), "broken_split": str(broken_split), "silent_key": key,
             "truncated": str(truncated / "valid.mindrecord0"), "truncated_bytes": truncated_bytes,

@@ -5,7 +5,8 @@ Level rule (`scale_sources`): every source is normalised to SOURCE_RMS (about -2
 gain in dB, and if the mixture or a source would peak above PEAK all are scaled down together.
 
 On-the-fly training batches (`SpeechMixer`): step `step` of epoch `epoch` is a global batch whose
-item i takes C utterances of C different speakers, a random crop of `segment_samples` of each
+item i takes k utterances of k different speakers (k = C, or drawn uniformly from
+`speaker_counts`; the other C - k sources are silent, all zeros), a random crop of `segment_samples` of each
 (shorter utterances are zero-padded; the item's length is the shortest source), gains uniform in
 +-gain_db dB, and sums them. Every choice comes from `default_rng([seed, epoch, step])`; worker k
 of n takes items k::n of the global batch, so batches are the same for any worker count and a
@@ -69,29 +70,36 @@ def load_speakers(source, sample_rate, resample=False):
 class SpeechMixer:
     """Training batches mixed on the fly from single-speaker utterances (module docstring).
 
-    speakers: `load_speakers(...)` output; needs at least `num_speakers` speakers."""
+    speakers: `load_speakers(...)` output; needs at least max(speaker_counts) speakers.
+    num_speakers: C, the sources of every item. speaker_counts: the active ones of an item, drawn
+    uniformly from this list (each <= C); None = always C."""
 
-    def __init__(self, speakers, num_speakers, segment_samples, gain_db, seed, where="speech"):
-        if len(speakers) < num_speakers:
-            raise DataError(f"{where}: {len(speakers)} speakers, fewer than the {num_speakers} "
-                            "a mixture needs (model.C)")
+    def __init__(self, speakers, num_speakers, segment_samples, gain_db, seed, where="speech",
+                 speaker_counts=None):
+        self.counts = tuple(speaker_counts or (num_speakers,))
+        if max(self.counts) > num_speakers or min(self.counts) < 1:
+            raise DataError(f"{where}: speaker counts {list(self.counts)} must be between 1 and model.C={num_speakers}")
+        if len(speakers) < max(self.counts):
+            raise DataError(f"{where}: {len(speakers)} speakers, fewer than the {max(self.counts)} "
+                            "a mixture needs (model.C or data.speaker_counts)")
         self.speakers, self.num_speakers = speakers, num_speakers
         self.segment, self.gain_db, self.seed = segment_samples, gain_db, seed
 
     def _item(self, rng):
         """One mixture -> (mix `(T,)`, sources `(C, T)`, length): levels set on the real samples,
-        zeros past the length."""
+        zeros past the length and in the silent sources."""
+        active = self.counts[0] if len(self.counts) == 1 else int(rng.choice(self.counts))
         crops = []
-        for speaker in rng.choice(len(self.speakers), size=self.num_speakers, replace=False):
+        for speaker in rng.choice(len(self.speakers), size=active, replace=False):
             utterances = self.speakers[speaker][1]
             signal = utterances[rng.integers(len(utterances))]
             start = int(rng.integers(0, max(len(signal) - self.segment, 0) + 1))
             crops.append(signal[start:start + self.segment])
         length = min(len(crop) for crop in crops)
         sources, mix = scale_sources([crop[:length] for crop in crops],
-                                     rng.uniform(-self.gain_db, self.gain_db, size=self.num_speakers))
+                                     rng.uniform(-self.gain_db, self.gain_db, size=active))
         pad = self.segment - length
-        return np.pad(mix, (0, pad)), np.pad(sources, ((0, 0), (0, pad))), length
+        return np.pad(mix, (0, pad)), np.pad(sources, ((0, self.num_speakers - active), (0, pad))), length
 
     def batch(self, epoch, step, batch_size, num_shards=1, shard_id=0):
         """Worker `shard_id`'s part of global batch `step` of `epoch` -> numpy

@@ -12,6 +12,13 @@ remove its row and column. The choice itself carries no gradient (as the argmax 
 does not); the loss is the mean SI-SNR of the chosen pairs. Greedy finds the optimal assignment
 whenever each estimate is clearly closest to one reference (the usual case once training has
 started), and is never better than the optimum.
+
+Silent references (an all-zero source: a mixture with fewer speakers than outputs) have no SI-SNR.
+PIT scores an estimate against one by how quiet it is, as the thresholded SNR of Wisdom et al.
+(2021, "What's all the fuss about free universal sound separation data?"):
+`-10 log10(|estimate|^2 / |mixture|^2 + 10^(-SILENCE_CAP_DB/10))` dB, the mixture being the sum of
+the references; the score of a silent output is capped at SILENCE_CAP_DB. Without silent
+references the loss is svoice's exactly.
 """
 import itertools
 
@@ -20,6 +27,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 EPS = 1e-8
+SILENCE_CAP_DB = 30.0
 MAX_EXACT_PIT_SPEAKERS = 6
 
 
@@ -68,6 +76,21 @@ def pairwise_si_snr(estimates, references, lengths):
     return _si_snr_db(estimates, references)
 
 
+def pairwise_scores(estimates, references, lengths):
+    """What PIT maximises: `pairwise_si_snr`, except against a silent reference, where the score
+    of an estimate is how quiet it is relative to the mixture (module docstring).
+    `(batch, C, time)`, `(batch, C, time)`, `(batch,)` -> `(batch, C_estimate, C_reference)` dB."""
+    _check_shapes(estimates, references, lengths)
+    estimates, references = _centered(estimates, lengths), _centered(references, lengths)
+    pairwise = _si_snr_db(estimates.expand_dims(2), references.expand_dims(1))
+    mixture_energy = (references.sum(axis=1) ** 2).sum(axis=-1).reshape(-1, 1)          # (batch, 1)
+    relative_energy = (estimates ** 2).sum(axis=-1) / (mixture_energy + EPS)            # (batch, C)
+    quietness = -10 * ops.log10(relative_energy + 10 ** (-SILENCE_CAP_DB / 10))
+    silent = ((references ** 2).sum(axis=-1) < EPS).expand_dims(1)                      # (batch, 1, C)
+    return ops.where(ops.broadcast_to(silent, pairwise.shape),
+                     ops.broadcast_to(quietness.expand_dims(2), pairwise.shape), pairwise)
+
+
 def _permutation_table(speakers):
     """`(C!, C*C)` float32: row p has a one at (i, perm_p[i]) for every estimate i."""
     perms = list(itertools.permutations(range(speakers)))
@@ -98,8 +121,9 @@ def _best_assignment_si_snr(pairwise):
 
 def pit_si_snr_loss(estimates, references, lengths):
     """Utterance-level PIT loss: mean over the batch of minus the best-permutation mean SI-SNR
-    (dB). `(batch, C, time)`, `(batch, C, time)`, `(batch,)` -> scalar."""
-    return -_best_assignment_si_snr(pairwise_si_snr(estimates, references, lengths)).mean()
+    (dB; silent references scored by `pairwise_scores`).
+    `(batch, C, time)`, `(batch, C, time)`, `(batch,)` -> scalar."""
+    return -_best_assignment_si_snr(pairwise_scores(estimates, references, lengths)).mean()
 
 
 def multi_scale_pit_si_snr_loss(estimates, references, lengths):

@@ -81,6 +81,19 @@ def test_batches_mix_different_speakers_deterministically(tone_speakers):
     assert len(list(mixer.epoch_batches(3, steps=4, batch_size=2))) == 4
 
 
+def test_fewer_speakers_than_outputs_leave_silent_sources(tone_speakers):
+    mixer = SpeechMixer(load_speakers(tone_speakers, RATE), 3, 4000, gain_db=3.0, seed=5, speaker_counts=[2, 3])
+    mix, src, lengths = mixer.batch(epoch=0, step=0, batch_size=16)
+    np.testing.assert_allclose(mix, src.sum(axis=1), atol=1e-6)
+    active = [int(np.count_nonzero(np.any(item != 0, axis=1))) for item in src]
+    assert set(active) == {2, 3}
+    for item, count in zip(src, active):
+        assert np.all(np.any(item[:count] != 0, axis=1)) and not np.any(item[count:])   # silent ones last
+        assert len({_speaker_of_signal(s) for s in item[:count]}) == count
+    with pytest.raises(DataError, match=r"speaker counts \[2, 4\] must be between 1 and model.C=3"):
+        SpeechMixer(load_speakers(tone_speakers, RATE), 3, 4000, 3.0, 0, speaker_counts=[2, 4])
+
+
 def test_bad_sources_are_named(tone_speakers, tmp_path):
     with pytest.raises(DataError, match="fewer than the 5"):
         SpeechMixer(load_speakers(tone_speakers, RATE), 5, 4000, 3.0, 0, where=tone_speakers)

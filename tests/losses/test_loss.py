@@ -143,6 +143,38 @@ def test_gradient_reaches_the_estimates():
         assert np.all(grad[b, :, n:] == 0)
 
 
+def test_silent_reference_scores_how_quiet_the_estimate_is():
+    """A zero reference: the estimate matched to it scores -10 log10(|e|^2/|mix|^2 + 1e-3), capped at
+    30 dB; PIT still pairs the other estimates with their speakers; the gradient makes it quieter."""
+    rng = np.random.default_rng(3)
+    estimates, references, lengths = make_batch(rng, batch=2, speakers=3)
+    references[0, 2] = 0
+    estimates[0, 2] *= 0.1           # item 0: the third output is quiet noise, the others are close
+    estimates, references = estimates[:, ::-1].copy(), references   # PIT must find the order
+    loss = pit_si_snr_loss(T(estimates), T(references), T(lengths)).asnumpy()
+    expected = []
+    for b in range(2):
+        n = lengths[b]
+        est, ref = estimates[b, :, :n].astype(np.float64), references[b, :, :n].astype(np.float64)
+        est, ref = est - est.mean(axis=1, keepdims=True), ref - ref.mean(axis=1, keepdims=True)
+        mix_energy = np.sum(ref.sum(axis=0) ** 2)
+
+        def score(e, r):
+            if not np.any(r):
+                return -10 * np.log10(np.sum(e ** 2) / mix_energy + 1e-3)
+            return numpy_si_snr(e, r)
+        expected.append(max(np.mean([score(est[p[i]], ref[i]) for i in range(3)])
+                            for p in itertools.permutations(range(3))))
+    np.testing.assert_allclose(loss, -np.mean(expected), rtol=1e-4)
+    silent = ms.Tensor(np.zeros((1, 2, 800), np.float32))
+    perfect = pit_si_snr_loss(silent, silent, T([800])).asnumpy()
+    assert np.isfinite(perfect)
+    grad = ms.grad(lambda e: pit_si_snr_loss(e, T(references), T(lengths)))(T(estimates)).asnumpy()
+    assert np.all(np.isfinite(grad))
+    quiet_output = estimates[0, 0]          # reversed order: output 0 is the one matched to silence
+    assert np.sum(grad[0, 0] * quiet_output) > 0      # descending the loss shrinks it
+
+
 def test_multi_scale_weights_and_loss_cell():
     rng = np.random.default_rng(8)
     _, references, lengths = make_batch(rng)
