@@ -234,13 +234,20 @@ class Decoder(nn.Cell):
         self.frame_length = N // L
         self.hop = L // 2
 
-    def construct(self, estimate):
+    def frame_samples(self, estimate):
+        """The averaging: `(batch, frames, C*N)` -> `(batch, frames, C, N//L)`."""
         batch = estimate.shape[0]
         per_speaker = estimate.reshape(batch, -1, self.C, self.N)
         if self.N % self.L:  # AvgPool2d drops the last N % L features
             per_speaker = per_speaker[..., :self.frame_length * self.L]
-        frames = per_speaker.reshape(batch, -1, self.C, self.frame_length, self.L).mean(-1)
-        return overlap_and_add(frames.transpose(0, 2, 1, 3), self.hop)
+        return per_speaker.reshape(batch, -1, self.C, self.frame_length, self.L).mean(-1)
+
+    def overlap_add(self, frame_samples):
+        """`(batch, frames, C, N//L)` -> `(batch, C, (frames - 1) * L/2 + N//L)`."""
+        return overlap_and_add(frame_samples.transpose(0, 2, 1, 3), self.hop)
+
+    def construct(self, estimate):
+        return self.overlap_add(self.frame_samples(estimate))
 
 
 def overlap_and_add(frames, hop):
@@ -325,7 +332,11 @@ class SWave(nn.Cell):
 
     def waveforms(self, head, mixture):
         """Decoded estimate `(batch, frames, C*N)` of `mixture (batch, time)` -> `(batch, C, time)`."""
-        wave = self.decoder(head)
+        return self.waveforms_of_frames(self.decoder.frame_samples(head), mixture)
+
+    def waveforms_of_frames(self, frame_samples, mixture):
+        """The rest of `waveforms` from the decoder's averaged frames `(batch, frames, C, N//L)`."""
+        wave = self.decoder.overlap_add(frame_samples)
         if self.tail_pad > 0:
             wave = ops.cat((wave, ops.zeros((wave.shape[0], self.C, self.tail_pad), wave.dtype)), axis=2)
         wave = wave[:, :, :mixture.shape[1]]
@@ -349,31 +360,50 @@ class SWave(nn.Cell):
         return HostInference(self)
 
 
-# sequence-steps per block call in HostInference: pieces of about 8 MB at N = 128
-HOST_PIECE_STEPS = 2 ** 14
+# sequence-steps per block call in HostInference. A MulCat block holds ~13 kB per step at N = H = 128
+# until its graph ends; measured (bench/bench_inference.py, 10 s, paper config) peak RSS 0.85 /
+# 0.74 / 0.69 GB at 2^14 / 2^13 / 2^12 steps, the time growing as pieces shrink (fewer sequences
+# per GEMM).
+HOST_PIECE_STEPS = 2 ** 13
 
 
-class _Chunks(nn.Cell):
-    """SWave's encoder and chunking as one graph: `(batch, time)` -> `(batch, chunks, K, N)`."""
+class _Frames(nn.Cell):
+    """SWave's encoder, channel-last: `(batch, time)` -> `(batch, frames, N)`."""
 
     def __init__(self, net):
         super().__init__(auto_prefix=False)  # the parameters keep their names
         self.net = net
 
     def construct(self, mixture):
-        return self.net.separator.chunks(self.net.encoder(mixture))
+        return self.net.encoder(mixture).transpose(0, 2, 1)
 
 
-class _Waveforms(nn.Cell):
-    """Overlap-add of the chunks and the decoder as one graph:
-    `(batch, chunks, K, C*N)`, frames, mixture `(batch, time)` -> `(batch, C, time)`."""
+class _FrameSamples(nn.Cell):
+    """The output head and the decoder's averaging as one graph:
+    `(sequences, K, N)` -> `(sequences, K, C * N//L)`."""
 
     def __init__(self, net):
         super().__init__(auto_prefix=False)
         self.net = net
 
-    def construct(self, heads, frames, mixture):
-        return self.net.waveforms(self.net.separator.merge_chunks(heads, frames), mixture)
+    def construct(self, x):
+        samples = self.net.decoder.frame_samples(self.net.separator.rnn_model.output(x))
+        return samples.reshape(samples.shape[0], samples.shape[1], self.net.C * self.net.decoder.frame_length)
+
+
+class _Waveforms(nn.Cell):
+    """Overlap-add of the chunks and the decoder's overlap-add as one graph:
+    `(batch, chunks, K, C * N//L)`, frames, mixture `(batch, time)` -> `(batch, C, time)`.
+    (Averaging commutes with the chunks' overlap-add: both are sums.)"""
+
+    def __init__(self, net):
+        super().__init__(auto_prefix=False)
+        self.net = net
+
+    def construct(self, samples, frames, mixture):
+        merged = self.net.separator.merge_chunks(samples, frames)
+        merged = merged.reshape(merged.shape[0], merged.shape[1], self.net.C, self.net.decoder.frame_length)
+        return self.net.waveforms_of_frames(merged, mixture)
 
 
 class HostInference:
@@ -383,21 +413,22 @@ class HostInference:
 
     MindSpore's CPU runtime keeps every intermediate of a graph for any shape alive until the
     graph ends (the whole SWave: ~90 MB per second of audio). Here each step is its own graph on
-    a small piece: the encoder and chunking, then every MulCat block on at most HOST_PIECE_STEPS
+    a small piece: the encoder on pieces of frames, written into the chunks array (numpy, as
+    `Separator.create_chunks`), then every MulCat block on at most HOST_PIECE_STEPS
     sequence-steps at a time (rows: pieces of chunks; columns: pieces of chunk positions, copied
     out of the transposed view), added in place to the one `(batch, chunks, K, N)` array, the
-    output head on pieces, and the overlap-add and decoder. The graphs are compiled once for any
-    shape.
+    output head and the decoder's averaging on pieces (N//L values per speaker and frame are
+    kept, not C*N), and the two overlap-adds. The graphs are compiled once for any shape.
     """
 
     def __init__(self, net, piece_steps=HOST_PIECE_STEPS):
         self.net, self.piece_steps = net, piece_steps
         dp = net.separator.rnn_model
-        self.chunks, self.waveforms = _Chunks(net), _Waveforms(net)
-        self.chunks.set_inputs(ms.Tensor(shape=[None, None], dtype=ms.float32))
+        self.frames, self.frame_samples, self.waveforms = _Frames(net), _FrameSamples(net), _Waveforms(net)
+        self.frames.set_inputs(ms.Tensor(shape=[None, None], dtype=ms.float32))
         self.waveforms.set_inputs(ms.Tensor(shape=[None, None, None, None], dtype=ms.float32),
                                   ms.mutable(1), ms.Tensor(shape=[None, None], dtype=ms.float32))
-        for cell in [*dp.rows_grnn, *dp.cols_grnn, dp.output]:
+        for cell in [*dp.rows_grnn, *dp.cols_grnn, self.frame_samples]:
             cell.set_inputs(ms.Tensor(shape=[None, None, None], dtype=ms.float32))
         if dp.input_normalize:
             for cell in [*dp.rows_normalization, *dp.cols_normalization]:
@@ -424,21 +455,38 @@ class HostInference:
             out[b, part] = piece
         sequences += norm(ms.Tensor.from_numpy(out)).asnumpy()
 
+    def _chunks(self, mixture, frames):
+        """The encoder's `frames` frames of `mixture (batch, time)` in svoice's chunks: K/2 zero
+        frames, the frames, zeros up to the end of the last chunk; chunks every K/2 frames
+        -> `(batch, chunks, K, N)` numpy."""
+        net, size = self.net, self.net.chunk_size
+        hop, step = size // 2, net.L // 2
+        blocks = (frames + hop) // size + 1
+        padded = np.zeros((mixture.shape[0], hop + blocks * size, net.N), np.float32)
+        for start in range(0, frames, self.piece_steps):
+            count = min(self.piece_steps, frames - start)
+            piece = np.ascontiguousarray(mixture[:, start * step:(start + count - 1) * step + net.L])
+            padded[:, hop + start:hop + start + count] = self.frames(ms.Tensor.from_numpy(piece)).asnumpy()
+        chunks = np.empty((mixture.shape[0], 2 * blocks, size, net.N), np.float32)
+        chunks[:, 0::2] = padded[:, :blocks * size].reshape(mixture.shape[0], blocks, size, net.N)
+        chunks[:, 1::2] = padded[:, hop:].reshape(mixture.shape[0], blocks, size, net.N)
+        return chunks
+
     def __call__(self, mixture):
         net, dp = self.net, self.net.separator.rnn_model
         mixture = np.ascontiguousarray(mixture, dtype=np.float32)
         num_samples = mixture.shape[1]
         frames = (num_samples - net.L) // (net.L // 2) + 1  # the encoder's
-        x = self.chunks(ms.Tensor.from_numpy(mixture)).asnumpy()  # (batch, chunks, K, N)
+        x = self._chunks(mixture, frames)  # (batch, chunks, K, N)
         for i in range(dp.num_layers):
             norms = (dp.rows_normalization[i], dp.cols_normalization[i]) if dp.input_normalize else (None, None)
             self._add_block(dp.rows_grnn[i], norms[0], x)
             self._add_block(dp.cols_grnn[i], norms[1], x.transpose(0, 2, 1, 3))
-        heads = np.empty(x.shape[:3] + (net.C * net.N,), np.float32)
-        for b, part, out in self._pieces(dp.output, x):
-            heads[b, part] = out
+        samples = np.empty(x.shape[:3] + (net.C * net.decoder.frame_length,), np.float32)
+        for b, part, out in self._pieces(self.frame_samples, x):
+            samples[b, part] = out
         del x
-        return self.waveforms(ms.Tensor.from_numpy(heads), ms.mutable(frames), ms.Tensor.from_numpy(mixture)).asnumpy()
+        return self.waveforms(ms.Tensor.from_numpy(samples), ms.mutable(frames), ms.Tensor.from_numpy(mixture)).asnumpy()
 
 
 def _dense(in_channels, out_channels):
