@@ -119,7 +119,10 @@ TRAIN = {
 }
 
 TRAIN_BY_TASK = {
-    "separation": {},
+    "separation": {
+        "level_weight": Key("float", 0.0, low=0, doc="score of an output against a speaker: SI-SNR minus this times "
+                                                     "the level error in dB (src/losses/pit_si_snr.py); 0 = svoice's loss"),
+    },
     "enhancement": {
         "loss": Key("str", "mask_mse", choices=("mask_mse", "magnitude_mse")),
         "valid_pesq_stoi": Key("bool", False, doc="also PESQ and STOI in validation"),

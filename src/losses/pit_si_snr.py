@@ -17,8 +17,13 @@ Silent references (an all-zero source: a mixture with fewer speakers than output
 PIT scores an estimate against one by how quiet it is, as the thresholded SNR of Wisdom et al.
 (2021, "What's all the fuss about free universal sound separation data?"):
 `-10 log10(|estimate|^2 / |mixture|^2 + 10^(-SILENCE_CAP_DB/10))` dB, the mixture being the sum of
-the references; the score of a silent output is capped at SILENCE_CAP_DB. Without silent
-references the loss is svoice's exactly.
+the references; the score of a silent output is capped at SILENCE_CAP_DB.
+
+SI-SNR ignores an output's level, so nothing stops a real speaker's output from turning as quiet as
+a silent one (measured: a model trained with silent references did exactly that). `level_weight`
+> 0 subtracts `level_weight * |10 log10(|estimate|^2 / |reference|^2)|` (the level error in dB)
+from the score of an estimate against an active reference, fixing the one degree of freedom SI-SNR
+leaves free. With level_weight = 0 and no silent references the loss is svoice's exactly.
 """
 import itertools
 
@@ -76,17 +81,23 @@ def pairwise_si_snr(estimates, references, lengths):
     return _si_snr_db(estimates, references)
 
 
-def pairwise_scores(estimates, references, lengths):
-    """What PIT maximises: `pairwise_si_snr`, except against a silent reference, where the score
-    of an estimate is how quiet it is relative to the mixture (module docstring).
+def pairwise_scores(estimates, references, lengths, level_weight=0.0):
+    """What PIT maximises: `pairwise_si_snr` (less `level_weight` times the level error), except
+    against a silent reference, where the score of an estimate is how quiet it is relative to the
+    mixture (module docstring).
     `(batch, C, time)`, `(batch, C, time)`, `(batch,)` -> `(batch, C_estimate, C_reference)` dB."""
     _check_shapes(estimates, references, lengths)
     estimates, references = _centered(estimates, lengths), _centered(references, lengths)
     pairwise = _si_snr_db(estimates.expand_dims(2), references.expand_dims(1))
+    estimate_energy = (estimates ** 2).sum(axis=-1)                                     # (batch, C)
+    reference_energy = (references ** 2).sum(axis=-1)                                   # (batch, C)
+    if level_weight:
+        level_error = ops.abs(10 * ops.log10((estimate_energy.expand_dims(2) + EPS) /
+                                             (reference_energy.expand_dims(1) + EPS)))
+        pairwise = pairwise - level_weight * level_error
     mixture_energy = (references.sum(axis=1) ** 2).sum(axis=-1).reshape(-1, 1)          # (batch, 1)
-    relative_energy = (estimates ** 2).sum(axis=-1) / (mixture_energy + EPS)            # (batch, C)
-    quietness = -10 * ops.log10(relative_energy + 10 ** (-SILENCE_CAP_DB / 10))
-    silent = ((references ** 2).sum(axis=-1) < EPS).expand_dims(1)                      # (batch, 1, C)
+    quietness = -10 * ops.log10(estimate_energy / (mixture_energy + EPS) + 10 ** (-SILENCE_CAP_DB / 10))
+    silent = (reference_energy < EPS).expand_dims(1)                                    # (batch, 1, C)
     return ops.where(ops.broadcast_to(silent, pairwise.shape),
                      ops.broadcast_to(quietness.expand_dims(2), pairwise.shape), pairwise)
 
@@ -119,14 +130,14 @@ def _best_assignment_si_snr(pairwise):
     return (pairwise * ops.stop_gradient(assignment)).sum(axis=(1, 2)) / speakers
 
 
-def pit_si_snr_loss(estimates, references, lengths):
+def pit_si_snr_loss(estimates, references, lengths, level_weight=0.0):
     """Utterance-level PIT loss: mean over the batch of minus the best-permutation mean SI-SNR
     (dB; silent references scored by `pairwise_scores`).
     `(batch, C, time)`, `(batch, C, time)`, `(batch,)` -> scalar."""
-    return -_best_assignment_si_snr(pairwise_scores(estimates, references, lengths)).mean()
+    return -_best_assignment_si_snr(pairwise_scores(estimates, references, lengths, level_weight)).mean()
 
 
-def multi_scale_pit_si_snr_loss(estimates, references, lengths):
+def multi_scale_pit_si_snr_loss(estimates, references, lengths, level_weight=0.0):
     """svoice's loss over the estimates of every dual-path layer:
     `sum_i ((i + 1) / R) * pit_si_snr_loss(estimates[i]) / R`.
     `(R, batch, C, time)`, `(batch, C, time)`, `(batch,)` -> scalar."""
@@ -135,7 +146,7 @@ def multi_scale_pit_si_snr_loss(estimates, references, lengths):
     layers = estimates.shape[0]
     total = 0.0
     for i in range(layers):
-        total = total + ((i + 1) / layers) * pit_si_snr_loss(estimates[i], references, lengths)
+        total = total + ((i + 1) / layers) * pit_si_snr_loss(estimates[i], references, lengths, level_weight)
     return total / layers
 
 
@@ -144,9 +155,14 @@ class SeparationLoss(nn.Cell):
 
     estimates `(R, batch, C, time)` (training output of SWave: multi-scale loss) or
     `(batch, C, time)` (plain PIT loss); src `(batch, C, time)`; lengths `(batch,)`.
+    level_weight: see the module docstring (0: svoice's loss).
     """
+
+    def __init__(self, level_weight=0.0):
+        super().__init__()
+        self.level_weight = float(level_weight)
 
     def construct(self, estimates, src, lengths):
         if estimates.ndim == 4:
-            return multi_scale_pit_si_snr_loss(estimates, src, lengths)
-        return pit_si_snr_loss(estimates, src, lengths)
+            return multi_scale_pit_si_snr_loss(estimates, src, lengths, self.level_weight)
+        return pit_si_snr_loss(estimates, src, lengths, self.level_weight)

@@ -39,7 +39,7 @@ class SeparationTask(Task):
         return build_model(cfg)
 
     def build_loss(self, cfg):
-        return SeparationLoss()
+        return SeparationLoss(cfg.train.level_weight)
 
     def train_batches(self, cfg, epoch, num_shards=1, shard_id=0):
         """Numpy batches `(mix (B,T), src (B,C,T), lengths (B,))` of this worker for `epoch`: mixed on

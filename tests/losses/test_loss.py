@@ -175,6 +175,26 @@ def test_silent_reference_scores_how_quiet_the_estimate_is():
     assert np.sum(grad[0, 0] * quiet_output) > 0      # descending the loss shrinks it
 
 
+def test_level_weight_subtracts_the_level_error_in_db():
+    rng = np.random.default_rng(5)
+    estimates, references, lengths = make_batch(rng, batch=2, speakers=2)
+
+    def level_error(est):   # mean |dB| over the batch and speakers, identity pairing (noise is small)
+        errors = []
+        for b, n in enumerate(lengths):
+            e, r = est[b, :, :n].astype(np.float64), references[b, :, :n].astype(np.float64)
+            e, r = e - e.mean(axis=1, keepdims=True), r - r.mean(axis=1, keepdims=True)
+            errors.append(np.abs(10 * np.log10((e ** 2).sum(1) / (r ** 2).sum(1))).mean())
+        return np.mean(errors)
+    plain = pit_si_snr_loss(T(estimates), T(references), T(lengths)).asnumpy()
+    louder = estimates * np.float32(10 ** (6 / 20))              # +6 dB: SI-SNR unchanged
+    np.testing.assert_allclose(pit_si_snr_loss(T(louder), T(references), T(lengths)).asnumpy(), plain, rtol=1e-4)
+    for est in (estimates, louder):
+        np.testing.assert_allclose(pit_si_snr_loss(T(est), T(references), T(lengths), 0.5).asnumpy(),
+                                   plain + 0.5 * level_error(est), rtol=1e-4)
+    assert level_error(louder) > 5
+
+
 def test_multi_scale_weights_and_loss_cell():
     rng = np.random.default_rng(8)
     _, references, lengths = make_batch(rng)
