@@ -52,7 +52,6 @@ MODELS = {
         "N": _count(doc="encoder filters"), "L": _count(doc="encoder window"), "H": _count(doc="LSTM hidden size"),
         "R": _count(doc="dual-path layers"), "C": _count(doc="speakers"),
         "input_normalize": Key("bool", False),
-        "mixture_consistency": Key("bool", False, doc="outputs projected to sum to the mixture (not in svoice)"),
         "lstm": Key("str", "auto", choices=("auto", "fused", "native")),
         "recompute": Key("bool", False),
     },

@@ -8,7 +8,7 @@ def _build_swave(cfg):
     m = cfg.model
     return SWave(m.N, m.L, m.H, m.R, m.C, cfg.sample_rate, cfg.segment,
                  input_normalize=m.get("input_normalize", False), recompute=m.get("recompute", False),
-                 lstm=m.get("lstm", "auto"), mixture_consistency=m.get("mixture_consistency", False))
+                 lstm=m.get("lstm", "auto"))
 
 
 MODELS = {

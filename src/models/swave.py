@@ -288,17 +288,14 @@ class SWave(nn.Cell):
     on CPU with it, and went past 24 GB without). lstm: "native" (nn.LSTM), "fused" (CPU only: the
     same parameters, LSTM recurrence compiled from C++, src/models/lstm.py; exported graphs run
     nn.LSTM) or "auto" (fused when the device target is CPU and the kernels can be built, see
-    `fused_lstm_available`). mixture_consistency: project every estimate so that the C outputs sum
-    to the mixture, adding `(mixture - sum of outputs) / C` to each (Wisdom et al. 2019; not in
-    svoice). A model trained to leave outputs silent needs it: SI-SNR ignores an output's level, so
-    without it a real speaker's output can turn as quiet as a silent one.
+    `fused_lstm_available`).
 
     `construct(mixture (batch, time))`, time >= L: in training (`set_train(True)`) the estimate
     after every layer, `(R, batch, C, time)`; otherwise the last one, `(batch, C, time)`.
     """
 
     def __init__(self, N, L, H, R, C, sample_rate, segment, input_normalize=False, recompute=False,
-                 lstm="native", mixture_consistency=False):
+                 lstm="native"):
         super().__init__()
         _check_hyper_parameters(N, L, H, R, C, sample_rate, segment)
         if lstm not in LSTM_IMPLEMENTATIONS:
@@ -306,7 +303,6 @@ class SWave(nn.Cell):
         if lstm == "auto":
             lstm = "fused" if ms.get_context("device_target") == "CPU" and fused_lstm_available() else "native"
         self.N, self.L, self.H, self.R, self.C = N, L, H, R, C
-        self.mixture_consistency = mixture_consistency
         self.chunk_size = int(np.sqrt(2 * sample_rate * segment / (L / 2)))
         if self.chunk_size < 2:
             raise SWaveConfigError(f"SWave: chunk size K={self.chunk_size} from sample_rate={sample_rate}, "
@@ -330,24 +326,22 @@ class SWave(nn.Cell):
         for block in self._mulcat_blocks():
             block.fused = None
 
-    def waveforms(self, head, mixture):
-        """Decoded estimate `(batch, frames, C*N)` of `mixture (batch, time)` -> `(batch, C, time)`."""
-        return self.waveforms_of_frames(self.decoder.frame_samples(head), mixture)
+    def waveforms(self, head, num_samples):
+        """Decoded estimate `(batch, frames, C*N)` -> `(batch, C, num_samples)`."""
+        return self.waveforms_of_frames(self.decoder.frame_samples(head), num_samples)
 
-    def waveforms_of_frames(self, frame_samples, mixture):
+    def waveforms_of_frames(self, frame_samples, num_samples):
         """The rest of `waveforms` from the decoder's averaged frames `(batch, frames, C, N//L)`."""
         wave = self.decoder.overlap_add(frame_samples)
         if self.tail_pad > 0:
             wave = ops.cat((wave, ops.zeros((wave.shape[0], self.C, self.tail_pad), wave.dtype)), axis=2)
-        wave = wave[:, :, :mixture.shape[1]]
-        if self.mixture_consistency:
-            wave = wave + (mixture.expand_dims(1) - wave.sum(axis=1, keepdims=True)) / self.C
-        return wave
+        return wave[:, :, :num_samples]
 
     def construct(self, mixture):
         if mixture.ndim != 2:
             raise ValueError("SWave expects a mixture of shape (batch, time)")
-        estimates = tuple(self.waveforms(head, mixture) for head in self.separator(self.encoder(mixture)))
+        num_samples = mixture.shape[1]
+        estimates = tuple(self.waveforms(head, num_samples) for head in self.separator(self.encoder(mixture)))
         if self.training:
             return ops.stack(estimates)
         return estimates[-1]
@@ -393,17 +387,17 @@ class _FrameSamples(nn.Cell):
 
 class _Waveforms(nn.Cell):
     """Overlap-add of the chunks and the decoder's overlap-add as one graph:
-    `(batch, chunks, K, C * N//L)`, frames, mixture `(batch, time)` -> `(batch, C, time)`.
+    `(batch, chunks, K, C * N//L)`, frames, num_samples -> `(batch, C, num_samples)`.
     (Averaging commutes with the chunks' overlap-add: both are sums.)"""
 
     def __init__(self, net):
         super().__init__(auto_prefix=False)
         self.net = net
 
-    def construct(self, samples, frames, mixture):
+    def construct(self, samples, frames, num_samples):
         merged = self.net.separator.merge_chunks(samples, frames)
         merged = merged.reshape(merged.shape[0], merged.shape[1], self.net.C, self.net.decoder.frame_length)
-        return self.net.waveforms_of_frames(merged, mixture)
+        return self.net.waveforms_of_frames(merged, num_samples)
 
 
 class HostInference:
@@ -427,7 +421,7 @@ class HostInference:
         self.frames, self.frame_samples, self.waveforms = _Frames(net), _FrameSamples(net), _Waveforms(net)
         self.frames.set_inputs(ms.Tensor(shape=[None, None], dtype=ms.float32))
         self.waveforms.set_inputs(ms.Tensor(shape=[None, None, None, None], dtype=ms.float32),
-                                  ms.mutable(1), ms.Tensor(shape=[None, None], dtype=ms.float32))
+                                  ms.mutable(1), ms.mutable(1))
         for cell in [*dp.rows_grnn, *dp.cols_grnn, self.frame_samples]:
             cell.set_inputs(ms.Tensor(shape=[None, None, None], dtype=ms.float32))
         if dp.input_normalize:
@@ -486,7 +480,7 @@ class HostInference:
         for b, part, out in self._pieces(self.frame_samples, x):
             samples[b, part] = out
         del x
-        return self.waveforms(ms.Tensor.from_numpy(samples), ms.mutable(frames), ms.Tensor.from_numpy(mixture)).asnumpy()
+        return self.waveforms(ms.Tensor.from_numpy(samples), ms.mutable(frames), ms.mutable(num_samples)).asnumpy()
 
 
 def _dense(in_channels, out_channels):

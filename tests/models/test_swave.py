@@ -226,27 +226,13 @@ def test_forward_matches_svoice_transcription(N, L, C, input_normalize, lengths)
     np.testing.assert_allclose(last, expected[-1], atol=2e-5, rtol=1e-4)
 
 
-def test_mixture_consistency_projects_every_estimate():
-    """Each layer's estimates = svoice's + (mixture - their sum) / C, so they sum to the mixture."""
-    N, L, H, R, C = 16, 4, 8, 2, 3
-    net = SWave(N, L, H, R, C, 8000, 0.05, mixture_consistency=True)
-    mixture = np.random.default_rng(4).standard_normal((2, 251)).astype(np.float32)
-    plain = svoice_forward(params_of(net), mixture.astype(np.float64), N, L, R, C, net.chunk_size, False)
-    net.set_train(True)
-    all_layers = net(ms.Tensor(mixture)).asnumpy()
-    np.testing.assert_allclose(all_layers, plain + (mixture[None, :, None] - plain.sum(axis=2, keepdims=True)) / C,
-                               atol=2e-5, rtol=1e-4)
-    np.testing.assert_allclose(all_layers.sum(axis=2), np.broadcast_to(mixture, (R, 2, 251)), atol=1e-5)
-
-
-@pytest.mark.parametrize("input_normalize, mixture_consistency, mode",
-                         [(False, False, ms.GRAPH_MODE), (True, True, ms.PYNATIVE_MODE)])
-def test_host_inference_matches_construct(input_normalize, mixture_consistency, mode):
+@pytest.mark.parametrize("input_normalize, mode", [(False, ms.GRAPH_MODE), (True, ms.PYNATIVE_MODE)])
+def test_host_inference_matches_construct(input_normalize, mode):
     """HostInference (evaluate.py's and separate.py's path on CPU) = the whole inference graph,
     with blocks in several pieces (rows and columns), batch 2, short and odd lengths; the
     parameters keep their names."""
     from src.models.swave import HostInference
-    net = SWave(16, 4, 8, 2, 3, 8000, 0.05, input_normalize=input_normalize, mixture_consistency=mixture_consistency)
+    net = SWave(16, 4, 8, 2, 3, 8000, 0.05, input_normalize=input_normalize)
     names = [p.name for p in net.get_parameters()]
     net.set_train(False)
     rng = np.random.default_rng(3)
