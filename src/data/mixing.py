@@ -88,6 +88,7 @@ class SpeechMixer:
     def _item(self, rng):
         """One mixture -> (mix `(T,)`, sources `(C, T)`, length): levels set on the real samples,
         zeros past the length and in the silent sources."""
+        # one count: no draw, so the random stream (and every batch) is what it was before speaker_counts
         active = self.counts[0] if len(self.counts) == 1 else int(rng.choice(self.counts))
         crops = []
         for speaker in rng.choice(len(self.speakers), size=active, replace=False):

@@ -7,7 +7,7 @@ preprocess.py --infer-bins) live here too.
 """
 from src.inference.separation import SeparationError, separate_long, separate_whole
 
-# evaluate.py's and separate.py's windows (paper config on CPU: peak RSS ~0.66 GB + ~30 MB per second
+# evaluate.py's and separate.py's windows (paper config on CPU: peak RSS ~0.59 GB + ~13 MB per second
 # of window; quality and speed of the choice: README, "Speed and memory")
 DEFAULT_WINDOW_SECONDS = 20.0
 DEFAULT_OVERLAP_SECONDS = 2.0

@@ -212,13 +212,10 @@ class Separator(nn.Cell):
         second = second.reshape(batch, -1, dim)[:, :-hop]
         return (first + second)[:, :frames]
 
-    def chunks(self, features):
-        """Encoder output `(batch, N, frames)` -> `(batch, chunks, K, N)`."""
-        return self.create_chunks(features.transpose(0, 2, 1))
-
     def construct(self, features):
         frames = features.shape[2]
-        return tuple(self.merge_chunks(head, frames) for head in self.rnn_model(self.chunks(features)))
+        chunks = self.create_chunks(features.transpose(0, 2, 1))
+        return tuple(self.merge_chunks(head, frames) for head in self.rnn_model(chunks))
 
 
 class Decoder(nn.Cell):
