@@ -56,6 +56,11 @@ def _check_resume_config(cfg, stored, path):
             "Pass --restart to start this experiment over, or use another experiment_dir.")
 
 
+def _lr_settings(cfg):
+    """What decides the lr schedule: a resume keeps the stored schedule state only if this is unchanged."""
+    return cfg.train.get("lr"), cfg.train.get("lr_decay")
+
+
 def _archive_old_run(exp_dir):
     """--restart: move earlier checkpoints and history aside instead of deleting them."""
     old = ckpt.checkpoint_dir(exp_dir)
@@ -105,13 +110,19 @@ def train(cfg, restart=False, distributed=False):
     resume_from = None if restart else ckpt.latest_checkpoint(exp_dir)
     if resume_from:
         params, meta = ckpt.read_checkpoint(resume_from)
-        _check_resume_config(cfg, ckpt.stored_config(meta), resume_from)
+        stored = ckpt.stored_config(meta)
+        _check_resume_config(cfg, stored, resume_from)
         ckpt.check_no_extra(net, params, resume_from)
         ckpt.load_into(net, params, resume_from)
         ckpt.load_into(optimizer, params, resume_from, what="optimizer")
         state = meta["state"]
-        schedule.load_state_dict(meta["lr_schedule"])
         log.info(f"resuming from {resume_from} (epoch {state['epoch']}, step {state['step']})")
+        if _lr_settings(stored) == _lr_settings(cfg):
+            schedule.load_state_dict(meta["lr_schedule"])
+        else:
+            schedule.step(state["epoch"])
+            log.info(f"train.lr / train.lr_decay differ from {resume_from}'s: the configured schedule "
+                     f"goes on from epoch {state['epoch'] + 1}, at lr {schedule.lr:g}")
     elif train_cfg.init_from:
         fresh = ckpt.load_matching(net, ckpt.read_checkpoint(train_cfg.init_from)[0], train_cfg.init_from)
         log.info(f"initialised from {train_cfg.init_from}; {len(fresh)} parameter(s) left fresh"

@@ -3,6 +3,7 @@ import glob
 import json
 import os
 import re
+import shutil
 
 import mindspore as ms
 import numpy as np
@@ -108,6 +109,18 @@ def test_resume_continues_where_the_run_stopped(runs):
     assert file_identity(os.path.join(ckpt.checkpoint_dir(resumed), "epoch_0001.ckpt")) == runs["first_identity"]
     _, meta = parameters(resumed, 2)
     assert meta["state"]["step"] == 2 * per_epoch and meta["state"]["epoch"] == 2
+
+
+def test_resume_with_a_changed_lr_starts_the_new_schedule(runs, tiny_data, tmp_path):
+    """Stored schedule state must not override a changed train.lr / train.lr_decay (it did: the
+    stored lr won silently); the new schedule is where it would be at the resumed epoch."""
+    exp = str(tmp_path / "changed")
+    shutil.copytree(runs["resumed"], exp)
+    state, steps = train_counting(tiny_config(tiny_data, exp, "train.epochs=3", "train.lr_decay.type=multistep",
+                                              "train.lr_decay.milestones=[3]", "train.lr_decay.values=[1e-3,2.5e-4]"))
+    assert steps == 4 and [h["lr"] for h in state["history"]][-1] == 2.5e-4
+    assert state["history"][:2] == runs["state_resumed"]["history"]
+    assert len(log_lines(exp, r"train.lr / train.lr_decay differ from .*epoch_0002\.ckpt's")) == 1
 
 
 def test_experiment_files(runs):
