@@ -55,6 +55,17 @@ class Conv1dWeight(nn.Cell):
         return out.reshape(batch, -1, weight.shape[0]).transpose(0, 2, 1)
 
 
+def encoder_frames(num_samples, L):
+    """Frames the Encoder makes of `num_samples` samples (window L, hop L/2)."""
+    return (num_samples - L) // (L // 2) + 1
+
+
+def chunk_blocks(frames, size):
+    """K-blocks of padded frames that `Separator.create_chunks` cuts into 2*blocks chunks of K=size:
+    svoice's `rest` = blocks * size - size // 2 - frames is in 1..K."""
+    return (frames + size // 2) // size + 1
+
+
 class Encoder(nn.Cell):
     """`Conv1d(1, N, L, stride L/2, no bias)` + ReLU: `(batch, time)` -> `(batch, N, frames)`."""
 
@@ -195,7 +206,7 @@ class Separator(nn.Cell):
         (at least one), chunks starting every K/2 frames."""
         batch, frames, dim = features.shape
         size, hop = self.chunk_size, self.chunk_size // 2
-        blocks = (frames + hop) // size + 1  # svoice's `rest` = blocks * size - hop - frames, in 1..K
+        blocks = chunk_blocks(frames, size)
         padded = ops.cat((ops.zeros((batch, hop, dim), features.dtype), features,
                           ops.zeros((batch, size + hop, dim), features.dtype)), axis=1)
         first = padded[:, :blocks * size].reshape(batch, -1, 1, size, dim)
@@ -452,7 +463,7 @@ class HostInference:
         -> `(batch, chunks, K, N)` numpy."""
         net, size = self.net, self.net.chunk_size
         hop, step = size // 2, net.L // 2
-        blocks = (frames + hop) // size + 1
+        blocks = chunk_blocks(frames, size)
         padded = np.zeros((mixture.shape[0], hop + blocks * size, net.N), np.float32)
         for start in range(0, frames, self.piece_steps):
             count = min(self.piece_steps, frames - start)
@@ -467,7 +478,7 @@ class HostInference:
         net, dp = self.net, self.net.separator.rnn_model
         mixture = np.ascontiguousarray(mixture, dtype=np.float32)
         num_samples = mixture.shape[1]
-        frames = (num_samples - net.L) // (net.L // 2) + 1  # the encoder's
+        frames = encoder_frames(num_samples, net.L)
         x = self._chunks(mixture, frames)  # (batch, chunks, K, N)
         for i in range(dp.num_layers):
             norms = (dp.rows_normalization[i], dp.cols_normalization[i]) if dp.input_normalize else (None, None)
