@@ -118,7 +118,7 @@ def test_resume_with_a_changed_lr_starts_the_new_schedule(runs, tiny_data, tmp_p
     shutil.copytree(runs["resumed"], exp)
     state, steps = train_counting(tiny_config(tiny_data, exp, "train.epochs=3", "train.lr_decay.type=multistep",
                                               "train.lr_decay.milestones=[3]", "train.lr_decay.values=[1e-3,2.5e-4]"))
-    assert steps == 4 and [h["lr"] for h in state["history"]][-1] == 2.5e-4
+    assert steps == 4 and state["history"][-1]["lr"] == 2.5e-4
     assert state["history"][:2] == runs["state_resumed"]["history"]
     assert len(log_lines(exp, r"train.lr / train.lr_decay differ from .*epoch_0002\.ckpt's")) == 1
 
