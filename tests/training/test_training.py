@@ -171,6 +171,23 @@ def test_released_model_has_the_weights_without_the_optimizer_state(runs, tmp_pa
     assert {p.name for p in net.get_parameters()} == set(params)
 
 
+def test_training_curve_joins_a_continued_run_to_the_one_it_started_from(runs, tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("plot_training", os.path.join(ROOT, "tools", "plot_training.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    full = runs["full"]
+    first = os.path.join(ckpt.checkpoint_dir(full), "epoch_0001.ckpt")
+    label, _, history = tool.joined_run(f"{first}+{full}")       # a checkpoint, then a folder
+    scores = [record["valid_si_snri"] for record in runs["state_full"]["history"]]
+    assert label == "full (C=2)" and [record["epoch"] for record in history] == [1, 2, 3]
+    assert [record["valid_si_snri"] for record in history] == scores[:1] + scores
+    out = str(tmp_path / "curve.png")
+    assert tool.main([full, f"{first}+{full}", "--out", out]) == 0 and os.path.getsize(out) > 0
+    with pytest.raises(tool.UserError, match="no history.json"):
+        tool.joined_run(f"{first}+{tmp_path}")
+
+
 def test_mismatched_checkpoints_are_refused(runs, tiny_data):
     full = runs["full"]
     best = os.path.join(ckpt.checkpoint_dir(full), "best.ckpt")
