@@ -28,9 +28,10 @@ def read_run(source):
         with open(os.path.join(source, "history.json"), encoding="utf-8") as f:
             return load_config(os.path.join(source, "config.yaml")), json.load(f)["history"]
     meta = read_checkpoint(source)[1]
-    if stored_config(meta) is None or "history" not in meta.get("state", {}):
+    cfg, history = stored_config(meta), meta.get("state", {}).get("history")
+    if cfg is None or history is None:
         raise UserError(f"{source}: a checkpoint without a stored config and training history")
-    return stored_config(meta), meta["state"]["history"]
+    return cfg, history
 
 
 def joined_run(spec):
