@@ -176,14 +176,15 @@ def test_training_curve_joins_a_continued_run_to_the_one_it_started_from(runs, t
     spec = importlib.util.spec_from_file_location("plot_training", os.path.join(ROOT, "tools", "plot_training.py"))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    full = runs["full"]
-    first = os.path.join(ckpt.checkpoint_dir(full), "epoch_0001.ckpt")
-    label, _, history = tool.joined_run(f"{first}+{full}")       # a checkpoint, then a folder
-    scores = [record["valid_si_snri"] for record in runs["state_full"]["history"]]
-    assert label == "full (C=2)" and [record["epoch"] for record in history] == [1, 2, 3]
+    run = runs["resumed"]                                           # epochs 1 and 2
+    first = os.path.join(ckpt.checkpoint_dir(run), "epoch_0001.ckpt")
+    label, _, history = tool.joined_run(f"{first}+{run}")       # a checkpoint, then a folder
+    with open(os.path.join(run, "history.json"), encoding="utf-8") as f:
+        scores = [record["valid_si_snri"] for record in json.load(f)["history"]]
+    assert label == "resumed (C=2)" and len(scores) == 2 and [record["epoch"] for record in history] == [1, 2, 3]
     assert [record["valid_si_snri"] for record in history] == scores[:1] + scores
     out = str(tmp_path / "curve.png")
-    assert tool.main([full, f"{first}+{full}", "--out", out]) == 0 and os.path.getsize(out) > 0
+    assert tool.main([run, f"{first}+{run}", "--out", out]) == 0 and os.path.getsize(out) > 0
     with pytest.raises(tool.UserError, match="no history.json"):
         tool.joined_run(f"{first}+{tmp_path}")
 
