@@ -23,9 +23,10 @@ def read_run(source):
     from src.config import load_config
     from src.runtime.checkpoint import read_checkpoint, stored_config
     if os.path.isdir(source):
-        if not os.path.isfile(os.path.join(source, "history.json")):
+        path = os.path.join(source, "history.json")
+        if not os.path.isfile(path):
             raise UserError(f"{source}: no history.json; not an experiment folder")
-        with open(os.path.join(source, "history.json"), encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             return load_config(os.path.join(source, "config.yaml")), json.load(f)["history"]
     meta = read_checkpoint(source)[1]
     cfg, history = stored_config(meta), meta.get("state", {}).get("history")
