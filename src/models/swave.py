@@ -491,6 +491,24 @@ class HostInference:
         return self.waveforms(ms.Tensor.from_numpy(samples), ms.mutable(frames), ms.mutable(num_samples)).asnumpy()
 
 
+OUTPUT_HEAD = "separator.rnn_model.output.1."   # 1x1 conv N -> N*C: speaker k owns channels k*N .. (k+1)*N-1
+
+
+def keep_speaker_outputs(params, N, keep):
+    """SWave parameters `{name: array}` of a model with C outputs -> those of a model with the
+    outputs `keep` only (speaker indices, in the new order): the output head's blocks of N
+    channels. Every other parameter is shared by all speakers and kept as is; the new model
+    gives exactly the kept outputs of the old one. SWaveConfigError for a bad `keep`."""
+    weight = np.asarray(params[OUTPUT_HEAD + "weight"])
+    count = weight.shape[0] // N
+    if not keep or len(set(keep)) != len(keep) or any(not 0 <= k < count for k in keep):
+        raise SWaveConfigError(f"SWave: outputs to keep {list(keep)} must be distinct speaker indices "
+                               f"in 0..{count - 1} (the model has C={count})")
+    rows = np.concatenate([np.arange(k * N, (k + 1) * N) for k in keep])
+    return {name: np.asarray(value)[rows] if name.startswith(OUTPUT_HEAD) else value
+            for name, value in params.items()}
+
+
 def _dense(in_channels, out_channels):
     """nn.Dense with Xavier-normal weight and PyTorch Linear's bias init."""
     return nn.Dense(in_channels, out_channels, weight_init=XavierNormal(),

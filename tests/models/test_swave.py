@@ -181,6 +181,30 @@ def test_registry_builds_from_config():
         build_model(Config({"model": {"name": "swave", "N": 8}, "sample_rate": 8000, "segment": 1.0}))
 
 
+def test_selected_outputs_are_those_of_the_bigger_model(tmp_path):
+    """tools/select_outputs.py: a model with outputs [2, 0] of a 3-speaker one gives exactly those."""
+    import importlib.util
+    import yaml
+    from src.runtime.checkpoint import CheckpointError, load_model, save_network
+    spec = importlib.util.spec_from_file_location("select_outputs", os.path.join(ROOT, "tools", "select_outputs.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    cfg = load_config(DEMO_CONFIG, ["model.C=3"])
+    big = build_model(cfg)
+    save_network(str(tmp_path / "big.ckpt"), big, {"config": yaml.safe_dump(cfg.to_dict())})
+    assert tool.main([str(tmp_path / "big.ckpt"), str(tmp_path / "small.ckpt"), "--keep", "2", "0"]) == 0
+    small, small_cfg = load_model(str(tmp_path / "small.ckpt"))
+    assert small_cfg.model.C == 2
+    big.set_train(False)
+    mixture = ms.Tensor(np.random.default_rng(0).standard_normal((1, 1203)).astype(np.float32))
+    np.testing.assert_allclose(small(mixture).asnumpy(), big(mixture).asnumpy()[:, [2, 0]], rtol=1e-5, atol=1e-6)
+    for keep in (["0", "3"], ["1", "1"]):
+        with pytest.raises(SWaveConfigError, match="distinct speaker indices in 0..2"):
+            tool.main([str(tmp_path / "big.ckpt"), str(tmp_path / "bad.ckpt"), "--keep", *keep])
+    with pytest.raises(CheckpointError, match="not found"):
+        tool.main([str(tmp_path / "none.ckpt"), str(tmp_path / "bad.ckpt"), "--keep", "0"])
+
+
 def test_bad_hyper_parameters_and_input_are_refused():
     with pytest.raises(SWaveConfigError, match="C=0"):
         SWave(16, 4, 8, 1, 0, 8000, 1.0)
