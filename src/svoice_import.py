@@ -29,11 +29,10 @@ import zipfile
 
 import mindspore as ms
 import numpy as np
-import yaml
 
 from src.config import load_config, save_config
 from src.models import build_model
-from src.runtime.checkpoint import load_into, save_network
+from src.runtime.checkpoint import config_meta, load_into, save_network
 
 SVOICE_CLASS = "svoice.models.swave.SWave"
 # svoice's SWave.__init__(self, N, L, H, R, C, sr, segment, input_normalize)
@@ -538,7 +537,7 @@ def import_checkpoint(checkpoint, out, best=False):
     load_into(net, {name: ms.Parameter(ms.Tensor(value), name=name) for name, value in params.items()}, checkpoint)
     yaml_path = out[:-len(".ckpt")] + ".yaml"
     cfg.experiment_dir = os.path.join("exp", os.path.basename(out)[:-len(".ckpt")])
-    meta = {"config": yaml.safe_dump(cfg.to_dict(), sort_keys=False), "imported_from": os.path.abspath(checkpoint),
+    meta = {**config_meta(cfg), "imported_from": os.path.abspath(checkpoint),
             "state": "best_state" if best else "model.state", "config_from": config_from}
     save_network(out, net, meta)
     save_config(cfg, yaml_path)

@@ -22,10 +22,9 @@ def main(argv=None):
     parser.add_argument("--keep", type=int, nargs="+", required=True, help="output indices to keep, in order")
     args = parser.parse_args(argv)
     import mindspore as ms
-    import yaml
     from src.models import build_model
     from src.models.swave import keep_speaker_outputs
-    from src.runtime.checkpoint import CheckpointError, load_into, load_model, save_network
+    from src.runtime.checkpoint import CheckpointError, config_meta, load_into, load_model, save_network
 
     old, cfg = load_model(args.checkpoint)          # strict: a complete model with its config
     if cfg.model.name != "swave":
@@ -34,8 +33,7 @@ def main(argv=None):
     cfg.model.C = len(args.keep)
     net = build_model(cfg)
     load_into(net, {n: ms.Parameter(ms.Tensor(v), name=n) for n, v in params.items()}, args.checkpoint)
-    meta = {"config": yaml.safe_dump(cfg.to_dict(), sort_keys=False),
-            "selected_from": {"checkpoint": os.path.abspath(args.checkpoint), "outputs": args.keep}}
+    meta = {**config_meta(cfg), "selected_from": {"checkpoint": os.path.abspath(args.checkpoint), "outputs": args.keep}}
     save_network(args.out, net, meta)
     print(f"{args.out}: outputs {args.keep} of {args.checkpoint} (C={cfg.model.C})")
     return 0

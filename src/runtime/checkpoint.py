@@ -12,6 +12,7 @@ import re
 import shutil
 
 import mindspore as ms
+import yaml
 
 from src.config import Config, load_config, yaml_load
 from src.errors import UserError
@@ -167,6 +168,11 @@ def check_no_extra(net, params, path):
 def _preview(names, most=5):
     names = list(names)
     return ", ".join(names[:most]) + (f" ... (+{len(names) - most} more)" if len(names) > most else "")
+
+
+def config_meta(cfg):
+    """The meta entry that stores the resolved config `cfg` in a checkpoint (read by stored_config)."""
+    return {"config": yaml.safe_dump(cfg.to_dict(), sort_keys=False)}
 
 
 def stored_config(meta):

@@ -13,7 +13,6 @@ import time
 
 import mindspore as ms
 import numpy as np
-import yaml
 from tqdm import tqdm
 
 from src.config import save_config
@@ -214,8 +213,7 @@ def _end_epoch(task, net, cfg, info, schedule, optimizer, state):
 def _save_epoch(cfg, net, optimizer, schedule, state, best):
     exp_dir = cfg.experiment_dir
     path = os.path.join(ckpt.checkpoint_dir(exp_dir), f"epoch_{state['epoch']:04d}.ckpt")
-    meta = {"state": state, "lr_schedule": schedule.state_dict(),
-            "config": yaml.safe_dump(cfg.to_dict(), sort_keys=False)}
+    meta = {"state": state, "lr_schedule": schedule.state_dict(), **ckpt.config_meta(cfg)}
     ckpt.save_training_checkpoint(path, optimizer, meta, network=net)
     if best:
         ckpt.copy_atomic(path, os.path.join(ckpt.checkpoint_dir(exp_dir), "best.ckpt"))
