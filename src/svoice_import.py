@@ -27,7 +27,6 @@ import pickle
 import re
 import zipfile
 
-import mindspore as ms
 import numpy as np
 
 from src.config import load_config, save_config
@@ -534,7 +533,7 @@ def import_checkpoint(checkpoint, out, best=False):
     cfg = svoice_config(hparams)
     net = build_model(cfg)
     params = convert_state(state, net, source=checkpoint)
-    load_into(net, {name: ms.Parameter(ms.Tensor(value), name=name) for name, value in params.items()}, checkpoint)
+    load_into(net, params, checkpoint)
     yaml_path = out[:-len(".ckpt")] + ".yaml"
     cfg.experiment_dir = os.path.join("exp", os.path.basename(out)[:-len(".ckpt")])
     meta = {**config_meta(cfg), "imported_from": os.path.abspath(checkpoint),

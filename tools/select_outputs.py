@@ -21,7 +21,6 @@ def main(argv=None):
     parser.add_argument("out", help="the new model checkpoint (.ckpt)")
     parser.add_argument("--keep", type=int, nargs="+", required=True, help="output indices to keep, in order")
     args = parser.parse_args(argv)
-    import mindspore as ms
     from src.models import build_model
     from src.models.swave import keep_speaker_outputs
     from src.runtime.checkpoint import CheckpointError, config_meta, load_into, load_model, save_network
@@ -32,7 +31,7 @@ def main(argv=None):
     params = keep_speaker_outputs({p.name: p.asnumpy() for p in old.get_parameters()}, cfg.model.N, args.keep)
     cfg.model.C = len(args.keep)
     net = build_model(cfg)
-    load_into(net, {n: ms.Parameter(ms.Tensor(v), name=n) for n, v in params.items()}, args.checkpoint)
+    load_into(net, params, args.checkpoint)
     meta = {**config_meta(cfg), "selected_from": {"checkpoint": os.path.abspath(args.checkpoint), "outputs": args.keep}}
     save_network(args.out, net, meta)
     print(f"{args.out}: outputs {args.keep} of {args.checkpoint} (C={cfg.model.C})")

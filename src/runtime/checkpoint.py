@@ -122,7 +122,7 @@ def read_checkpoint(path):
 
 
 def load_into(cell, params, path, what="network"):
-    """Load `params` into `cell`, refusing missing, extra or misshapen parameters."""
+    """Load `params` (name -> Parameter or array) into `cell`, refusing missing or misshapen ones."""
     expected = {p.name: p for p in cell.get_parameters()}
     missing = sorted(set(expected) - set(params))
     wrong_shape = sorted(n for n in expected if n in params
@@ -136,7 +136,9 @@ def load_into(cell, params, path, what="network"):
     if problems:
         raise CheckpointError(f"{path}: does not match the {what} ({'; '.join(problems)}). "
                               "Was it trained with another config?")
-    not_loaded, _ = ms.load_param_into_net(cell, {n: params[n] for n in expected}, strict_load=True)
+    values = {n: params[n] if isinstance(params[n], ms.Parameter) else ms.Parameter(ms.Tensor(params[n]), name=n)
+              for n in expected}
+    not_loaded, _ = ms.load_param_into_net(cell, values, strict_load=True)
     if not_loaded:
         raise CheckpointError(f"{path}: MindSpore did not load {_preview(not_loaded)}")
 
