@@ -164,17 +164,16 @@ def places(tmp_path_factory, mini_librimix, tiny_data):
 
 def _tiny_checkpoint(folder):
     """A random-weight 2-speaker SWave checkpoint holding its config."""
-    import yaml
     from mindspore import nn
 
     from src.config import load_config
     from src.models import build_model
-    from src.runtime.checkpoint import save_training_checkpoint
+    from src.runtime.checkpoint import config_meta, save_training_checkpoint
     cfg = load_config(os.path.join(ROOT, "configs/demo.yaml"),
                       ["model.N=16", "model.H=16", "model.R=1", f"experiment_dir={folder}"])
     net = build_model(cfg)
     path = str(folder / "tiny.ckpt")
-    save_training_checkpoint(path, nn.Adam(net.trainable_params()), {"config": yaml.safe_dump(cfg.to_dict())},
+    save_training_checkpoint(path, nn.Adam(net.trainable_params()), config_meta(cfg),
                              network=net)
     return path
 

@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-import yaml
 from mindspore import nn
 
 from src.config import load_config
@@ -19,7 +18,7 @@ from src.evaluation.report import write_report
 from src.evaluation.separation import evaluate_utterances, summarize
 from src.metrics import si_snr
 from src.models import build_model
-from src.runtime.checkpoint import save_training_checkpoint
+from src.runtime.checkpoint import config_meta, save_training_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,7 +36,7 @@ def checkpoint(tmp_path_factory):
     net = build_model(cfg)
     path = str(tmp / "tiny.ckpt")
     save_training_checkpoint(path, nn.Adam(net.trainable_params()),
-                             {"config": yaml.safe_dump(cfg.to_dict())}, network=net)
+                             config_meta(cfg), network=net)
     return path
 
 
@@ -152,7 +151,7 @@ def test_separate_cli_enhances_with_an_enhancement_checkpoint(tmp_path):
     net.decoder.bias.set_data(ms.Tensor(np.where(np.arange(bins) < cutoff, 30.0, -30.0).astype(np.float32)))
     path = str(tmp_path / "rt.ckpt")
     save_training_checkpoint(path, nn.Adam(net.trainable_params()),
-                             {"config": yaml.safe_dump(cfg.to_dict())}, network=net)
+                             config_meta(cfg), network=net)
     noisy = np.random.default_rng(0).standard_normal(16000 + 123).astype(np.float32) * 0.1
     sf.write(tmp_path / "noisy.wav", noisy, 16000, subtype="FLOAT")
     result = run("separate.py", str(tmp_path / "noisy.wav"), "--model-path", path, "--out-dir", str(tmp_path / "out"))

@@ -155,13 +155,12 @@ def exported(tmp_path_factory, mini_librimix):
     """A tiny random SWave checkpoint, its network (compiled once, dynamic length) and its
     dynamic and fixed-length MindIR exports with the measured differences."""
     import mindspore as ms
-    import yaml
     from mindspore import nn
 
     from src.config import load_config
     from src.export import compare_with_network, export_network
     from src.models import build_model
-    from src.runtime.checkpoint import load_model, save_training_checkpoint
+    from src.runtime.checkpoint import config_meta, load_model, save_training_checkpoint
 
     folder = tmp_path_factory.mktemp("export")
     previous_mode = ms.get_context("mode")
@@ -172,7 +171,7 @@ def exported(tmp_path_factory, mini_librimix):
     net = build_model(cfg)
     ckpt = str(folder / "tiny.ckpt")
     save_training_checkpoint(ckpt, nn.Adam(net.trainable_params(), 1e-3),
-                             {"epoch": 0, "config": yaml.safe_dump(cfg.to_dict())})
+                             {"epoch": 0, **config_meta(cfg)})
     net, _ = load_model(ckpt)
     dynamic = export_network(net, str(folder / "tiny_dynamic"))
     fixed = export_network(net, str(folder / "tiny_fixed"), length=FIXED_LENGTH)

@@ -57,11 +57,10 @@ def test_read_mixture_notes_and_refusals(tmp_path):
 def separators(tmp_path_factory):
     """{2: separate_fn, 3: separate_fn} of tiny random-weight SWaves loaded from checkpoints."""
     import mindspore as ms
-    import yaml
     from mindspore import nn
     from src.config import load_config
     from src.models import build_model
-    from src.runtime.checkpoint import save_training_checkpoint
+    from src.runtime.checkpoint import config_meta, save_training_checkpoint
     folder = tmp_path_factory.mktemp("ckpt")
     paths = []
     for count in (2, 3):
@@ -70,7 +69,7 @@ def separators(tmp_path_factory):
         net = build_model(cfg)
         paths.append(str(folder / f"c{count}.ckpt"))
         save_training_checkpoint(paths[-1], nn.Adam(net.trainable_params()),
-                                 {"config": yaml.safe_dump(cfg.to_dict())}, network=net)
+                                 config_meta(cfg), network=net)
     previous_mode = ms.get_context("mode")
     loaded, _ = SeparationTask().load_separators(paths, None)
     yield loaded

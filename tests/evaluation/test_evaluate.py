@@ -263,16 +263,15 @@ def test_counting_with_outputs_at_known_levels(windowed):
 # --- the CLI with tiny random-weight checkpoints ---------------------------------------------
 
 def _tiny_checkpoint(folder, num_speakers):
-    import yaml
     from mindspore import nn
     from src.config import load_config
     from src.models import build_model
-    from src.runtime.checkpoint import save_training_checkpoint
+    from src.runtime.checkpoint import config_meta, save_training_checkpoint
     cfg = load_config(os.path.join(ROOT, "configs/demo.yaml"),
                       ["model.N=16", "model.H=16", "model.R=1", f"model.C={num_speakers}", f"experiment_dir={folder}"])
     net = build_model(cfg)
     path = os.path.join(folder, "checkpoints", f"c{num_speakers}.ckpt")
-    save_training_checkpoint(path, nn.Adam(net.trainable_params()), {"config": yaml.safe_dump(cfg.to_dict())},
+    save_training_checkpoint(path, nn.Adam(net.trainable_params()), config_meta(cfg),
                              network=net)
     return path
 

@@ -184,14 +184,13 @@ def test_registry_builds_from_config():
 def test_selected_outputs_are_those_of_the_bigger_model(tmp_path):
     """tools/select_outputs.py: a model with outputs [2, 0] of a 3-speaker one gives exactly those."""
     import importlib.util
-    import yaml
-    from src.runtime.checkpoint import CheckpointError, load_model, save_network
+    from src.runtime.checkpoint import CheckpointError, config_meta, load_model, save_network
     spec = importlib.util.spec_from_file_location("select_outputs", os.path.join(ROOT, "tools", "select_outputs.py"))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     cfg = load_config(DEMO_CONFIG, ["model.C=3"])
     big = build_model(cfg)
-    save_network(str(tmp_path / "big.ckpt"), big, {"config": yaml.safe_dump(cfg.to_dict())})
+    save_network(str(tmp_path / "big.ckpt"), big, config_meta(cfg))
     assert tool.main([str(tmp_path / "big.ckpt"), str(tmp_path / "small.ckpt"), "--keep", "2", "0"]) == 0
     small, small_cfg = load_model(str(tmp_path / "small.ckpt"))
     assert small_cfg.model.C == 2

@@ -46,11 +46,10 @@ def read_json(path):
 def rt(tmp_path_factory):
     """A tiny random R-Transformer checkpoint (as train.py writes it) and its config as a yaml."""
     import mindspore as ms
-    import yaml
     from mindspore import nn
 
     from src.models import build_model
-    from src.runtime.checkpoint import save_training_checkpoint
+    from src.runtime.checkpoint import config_meta, save_training_checkpoint
 
     folder = tmp_path_factory.mktemp("rt")
     cfg = load_config(os.path.join(ROOT, "configs", "rt_demo.yaml"),
@@ -63,7 +62,7 @@ def rt(tmp_path_factory):
     net = build_model(cfg)
     ckpt = str(folder / "exp" / "checkpoints" / "best.ckpt")
     save_training_checkpoint(ckpt, nn.Adam(net.trainable_params(), 1e-3),
-                             {"epoch": 0, "config": yaml.safe_dump(cfg.to_dict())}, network=net)
+                             {"epoch": 0, **config_meta(cfg)}, network=net)
     config = str(folder / "config.yaml")
     save_config(cfg, config)
     return {"folder": folder, "cfg": cfg, "ckpt": ckpt, "config": config}
