@@ -1,4 +1,5 @@
-"""Time and memory of one training step (forward, multi-scale PIT loss, value_and_grad, Adam).
+"""Time and memory of one training step, the trainer's own (`src.training.step.TrainStep`: forward,
+the task's loss, gradients, global-norm clipping, PyTorch's Adam).
 
     python bench/bench_train_step.py [--config configs/swave_librimix.yaml] [--batch-size 2]
         [--steps 3] [--max-rss-gb 22] [key=value overrides ...]
@@ -18,29 +19,12 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import mindspore as ms  # noqa: E402
-from mindspore import nn  # noqa: E402
 
 from bench.harness import current_rss_gb, peak_rss_gb, start_rss_guard  # noqa: E402
 from src.config import load_config  # noqa: E402
-from src.losses import SeparationLoss  # noqa: E402
 from src.models import build_model  # noqa: E402
-
-
-class TrainStep(nn.Cell):
-    """Loss, gradients and one Adam update; compiled as one graph in GRAPH_MODE."""
-
-    def __init__(self, net, loss_cell, optimizer):
-        super().__init__(auto_prefix=False)
-        self.net, self.loss_cell, self.optimizer = net, loss_cell, optimizer
-        self.grad_fn = ms.value_and_grad(self.forward, None, optimizer.parameters)
-
-    def forward(self, mix, src, lengths):
-        return self.loss_cell(self.net(mix), src, lengths)
-
-    def construct(self, mix, src, lengths):
-        loss, grads = self.grad_fn(mix, src, lengths)
-        self.optimizer(grads)
-        return loss
+from src.tasks import get_task  # noqa: E402
+from src.training.step import TrainStep, build_optimizer  # noqa: E402
 
 
 def main():
@@ -60,7 +44,8 @@ def main():
     net = build_model(cfg)
     net.set_train(True)
 
-    train_step = TrainStep(net, SeparationLoss(), nn.Adam(net.trainable_params(), learning_rate=cfg.train.lr))
+    train_step = TrainStep(net, get_task(cfg.task).build_loss(cfg), build_optimizer(net, cfg.train),
+                           cfg.train.clip_grad_norm)
 
     samples = int(cfg.segment * cfg.sample_rate)
     rng = np.random.default_rng(0)
@@ -77,7 +62,7 @@ def main():
     times = []
     for step in range(args.steps + 1):
         start = time.perf_counter()
-        loss = float(train_step(mix, src, lengths).asnumpy())
+        loss = float(train_step(mix, src, lengths)[0].asnumpy())
         times.append(time.perf_counter() - start)
         print(f"step {step}: {times[-1]:.2f} s  loss {loss:.3f}  peak RSS {peak_rss_gb():.2f} GB", flush=True)
     if args.steps:
