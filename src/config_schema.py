@@ -52,6 +52,10 @@ MODELS = {
         "N": _count(doc="encoder filters"), "L": _count(doc="encoder window"), "H": _count(doc="LSTM hidden size"),
         "R": _count(doc="dual-path layers"), "C": _count(doc="speakers"),
         "input_normalize": Key("bool", False),
+        "input_rms": Key("float", None, positive=True, null=True,
+                         doc="scale every mixture to this RMS before the network and the estimates back, so the "
+                             "result does not depend on the recording's level (e.g. the training mixtures' RMS); "
+                             "null = as given (svoice)"),
         "lstm": Key("str", "auto", choices=("auto", "fused", "native")),
         "recompute": Key("bool", False),
     },

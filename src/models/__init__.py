@@ -8,7 +8,7 @@ def _build_swave(cfg):
     m = cfg.model
     return SWave(m.N, m.L, m.H, m.R, m.C, cfg.sample_rate, cfg.segment,
                  input_normalize=m.get("input_normalize", False), recompute=m.get("recompute", False),
-                 lstm=m.get("lstm", "auto"))
+                 lstm=m.get("lstm", "auto"), input_rms=m.get("input_rms"))
 
 
 MODELS = {

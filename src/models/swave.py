@@ -55,6 +55,11 @@ class Conv1dWeight(nn.Cell):
         return out.reshape(batch, -1, weight.shape[0]).transpose(0, 2, 1)
 
 
+def input_gain(mixture, rms):
+    """Factors `(batch, 1)` that bring each mixture of `(batch, time)` (numpy or Tensor) to RMS `rms`."""
+    return rms / ((mixture * mixture).mean(1).reshape(-1, 1) ** 0.5 + 1e-8)
+
+
 def encoder_frames(num_samples, L):
     """Frames the Encoder makes of `num_samples` samples (window L, hop L/2)."""
     return (num_samples - L) // (L // 2) + 1
@@ -296,16 +301,21 @@ class SWave(nn.Cell):
     on CPU with it, and went past 24 GB without). lstm: "native" (nn.LSTM), "fused" (CPU only: the
     same parameters, LSTM recurrence compiled from C++, src/models/lstm.py; exported graphs run
     nn.LSTM) or "auto" (fused when the device target is CPU and the kernels can be built, see
-    `fused_lstm_available`).
+    `fused_lstm_available`). input_rms: scale every mixture to this RMS before the network and
+    the estimates back (`input_gain`), so that the result does not depend on the recording's
+    level; None: the network sees the mixture as given (svoice).
 
     `construct(mixture (batch, time))`, time >= L: in training (`set_train(True)`) the estimate
     after every layer, `(R, batch, C, time)`; otherwise the last one, `(batch, C, time)`.
     """
 
     def __init__(self, N, L, H, R, C, sample_rate, segment, input_normalize=False, recompute=False,
-                 lstm="native"):
+                 lstm="native", input_rms=None):
         super().__init__()
         _check_hyper_parameters(N, L, H, R, C, sample_rate, segment)
+        if input_rms is not None and not input_rms > 0:
+            raise SWaveConfigError(f"SWave: input_rms={input_rms!r} must be a positive number or None")
+        self.input_rms = None if input_rms is None else float(input_rms)
         if lstm not in LSTM_IMPLEMENTATIONS:
             raise SWaveConfigError(f"SWave: lstm={lstm!r} must be one of {', '.join(LSTM_IMPLEMENTATIONS)}")
         if lstm == "auto":
@@ -348,6 +358,12 @@ class SWave(nn.Cell):
     def construct(self, mixture):
         if mixture.ndim != 2:
             raise ValueError("SWave expects a mixture of shape (batch, time)")
+        if self.input_rms is None:
+            return self._separate(mixture)
+        gain = input_gain(mixture, self.input_rms)
+        return self._separate(mixture * gain) / gain.reshape(-1, 1, 1)
+
+    def _separate(self, mixture):
         num_samples = mixture.shape[1]
         estimates = tuple(self.waveforms(head, num_samples) for head in self.separator(self.encoder(mixture)))
         if self.training:
@@ -475,8 +491,14 @@ class HostInference:
         return chunks
 
     def __call__(self, mixture):
-        net, dp = self.net, self.net.separator.rnn_model
         mixture = np.ascontiguousarray(mixture, dtype=np.float32)
+        if self.net.input_rms is None:
+            return self._separate(mixture)
+        gain = input_gain(mixture, self.net.input_rms).astype(np.float32)
+        return self._separate(mixture * gain) / gain.reshape(-1, 1, 1)
+
+    def _separate(self, mixture):
+        net, dp = self.net, self.net.separator.rnn_model
         num_samples = mixture.shape[1]
         frames = encoder_frames(num_samples, net.L)
         x = self._chunks(mixture, frames)  # (batch, chunks, K, N)

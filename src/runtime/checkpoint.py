@@ -14,7 +14,7 @@ import shutil
 import mindspore as ms
 import yaml
 
-from src.config import Config, load_config, yaml_load
+from src.config import Config, apply_overrides, check_config, load_config, yaml_load
 from src.errors import UserError
 from src.models import build_model
 
@@ -68,10 +68,16 @@ def save_training_checkpoint(path, optimizer, meta, network=None):
     _write(path, params, meta)
 
 
-def save_weights_only(src, dst):
+def save_weights_only(src, dst, overrides=None):
     """Write training checkpoint `src` without its optimizer state to `dst` (a released model:
-    the network's parameters and the meta, config included), atomically."""
+    the network's parameters and the meta, config included), atomically. `overrides`
+    (`key=value` strings) change the stored config, e.g. `model.input_rms=0.072`."""
     params, meta = read_checkpoint(src)
+    if overrides:
+        cfg = stored_config(meta)
+        if cfg is None:
+            raise CheckpointError(f"{src}: holds no config to change")
+        meta = {**meta, **config_meta(check_config(apply_overrides(cfg, overrides)))}
     _write(dst, {n: p for n, p in params.items() if not n.startswith(OPTIMIZER_STATE)}, meta)
 
 
@@ -178,8 +184,9 @@ def config_meta(cfg):
 
 
 def stored_config(meta):
-    """The resolved config stored in a checkpoint's meta (None for checkpoints without one)."""
-    return Config(yaml_load(meta["config"])) if "config" in meta else None
+    """The resolved config stored in a checkpoint's meta, checked against the schema, which fills
+    in keys added since it was written (None for checkpoints without one)."""
+    return check_config(Config(yaml_load(meta["config"]))) if "config" in meta else None
 
 
 def model_config(checkpoint, config_path=None):

@@ -268,6 +268,35 @@ def test_host_inference_matches_construct(input_normalize, mode):
     assert [p.name for p in net.get_parameters()] == names
 
 
+def test_input_rms_makes_the_estimates_follow_the_level_of_the_mixture():
+    """With input_rms the network sees every mixture at that RMS: a mixture 20 dB louder gives
+    estimates exactly 10 times larger (whole graph, HostInference and training outputs), each
+    item of a batch on its own; without it the network's result depends on the level."""
+    ms.set_context(mode=ms.GRAPH_MODE)
+    ms.set_seed(0)
+    rng = np.random.default_rng(4)
+    quiet = (rng.standard_normal((2, 803)) * [[0.01], [0.2]]).astype(np.float32)
+    plain = SWave(16, 4, 8, 2, 2, 8000, 0.05)
+    net = SWave(16, 4, 8, 2, 2, 8000, 0.05, input_rms=0.07)
+    ms.load_param_into_net(net, {p.name: p for p in plain.get_parameters()})
+    for model in (plain, net):
+        model.set_train(False)
+    loud = net(ms.Tensor(quiet * 10)).asnumpy()
+    np.testing.assert_allclose(loud, net(ms.Tensor(quiet)).asnumpy() * 10, rtol=1e-4, atol=1e-6 * np.abs(loud).max())
+    np.testing.assert_allclose(net.host_inference()(quiet * 10), loud, rtol=1e-4, atol=1e-6 * np.abs(loud).max())
+    at_rms = quiet[:1] * 0.07 / np.sqrt(np.mean(quiet[:1] ** 2))    # what the network sees for item 0
+    np.testing.assert_allclose(loud[:1], plain(ms.Tensor(at_rms)).asnumpy() * np.sqrt(np.mean(quiet[:1] ** 2)) * 10
+                               / 0.07, rtol=1e-3, atol=1e-5 * np.abs(loud).max())
+    plain_loud = plain(ms.Tensor(quiet * 10)).asnumpy()
+    assert np.abs(plain_loud - plain(ms.Tensor(quiet)).asnumpy() * 10).max() > 1e-3 * np.abs(plain_loud).max()
+    net.set_train(True)
+    train_loud = net(ms.Tensor(quiet * 10)).asnumpy()              # (R, batch, C, time)
+    np.testing.assert_allclose(train_loud, net(ms.Tensor(quiet)).asnumpy() * 10, rtol=1e-4,
+                               atol=1e-6 * np.abs(train_loud).max())
+    with pytest.raises(SWaveConfigError, match="input_rms"):
+        SWave(16, 4, 8, 2, 2, 8000, 0.05, input_rms=0.0)
+
+
 # ---------------------------------------------------------------- gradients in GRAPH_MODE
 def test_graph_gradients_repeat_and_match_pynative():
     """Also covers recompute=True (the paper config's setting) in GRAPH_MODE."""

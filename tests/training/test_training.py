@@ -123,6 +123,22 @@ def test_resume_with_a_changed_lr_starts_the_new_schedule(runs, tiny_data, tmp_p
     assert len(log_lines(exp, r"train.lr / train.lr_decay differ from .*epoch_0002\.ckpt's")) == 1
 
 
+def test_a_checkpoint_from_before_a_config_key_existed_resumes(runs, tiny_data, tmp_path):
+    """A stored config lacking a key added since (model.input_rms) is read with the key's default,
+    so the run resumes instead of being refused as trained with another model."""
+    import yaml
+    exp = str(tmp_path / "older")
+    shutil.copytree(runs["resumed"], exp)
+    path = os.path.join(ckpt.checkpoint_dir(exp), "epoch_0002.ckpt")
+    params, meta = ckpt.read_checkpoint(path)
+    older = yaml.safe_load(meta["config"])
+    del older["model"]["input_rms"]
+    ckpt._write(path, params, {**meta, "config": yaml.safe_dump(older)})
+    assert ckpt.stored_config(ckpt.read_checkpoint(path)[1]).model.input_rms is None
+    state, steps = train_counting(tiny_config(tiny_data, exp, "train.epochs=3"))
+    assert steps == 4 and state["epoch"] == 3
+
+
 def test_experiment_files(runs):
     full = runs["full"]
     names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(ckpt.checkpoint_dir(full), "*")))
@@ -169,6 +185,27 @@ def test_released_model_has_the_weights_without_the_optimizer_state(runs, tmp_pa
         np.testing.assert_array_equal(value.asnumpy(), full[name].asnumpy(), err_msg=name)
     net, _ = ckpt.load_model(out)
     assert {p.name for p in net.get_parameters()} == set(params)
+
+
+def test_release_changes_the_stored_config_and_keeps_the_old_file_on_a_bad_change(runs, tmp_path):
+    import subprocess
+    import sys
+    best = os.path.join(ckpt.checkpoint_dir(runs["full"]), "best.ckpt")
+    out = str(tmp_path / "released.ckpt")
+
+    def release(*overrides):
+        return subprocess.run([sys.executable, os.path.join(ROOT, "tools", "release_model.py"), best, out,
+                               *overrides], capture_output=True, text=True, cwd=ROOT)
+
+    done = release("model.input_rms=0.07")
+    assert done.returncode == 0, done.stderr
+    _, cfg = ckpt.load_model(out)
+    assert cfg.model.input_rms == 0.07 and ckpt.load_model(best)[1].model.input_rms is None
+    before = open(out, "rb").read()
+    failed = release("model.N=48")                  # the parameters no longer fit: refused
+    assert failed.returncode != 0 and "does not match the network" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert open(out, "rb").read() == before and os.listdir(tmp_path) == ["released.ckpt"]
 
 
 def test_training_curve_joins_a_continued_run_to_the_one_it_started_from(runs, tmp_path):
