@@ -152,8 +152,9 @@ def test_export_refuses_what_cannot_work():
 # ------------------------------------------------------ real export and the whole script on CPU
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, mini_librimix):
-    """A tiny random SWave checkpoint, its network (compiled once, dynamic length) and its
-    dynamic and fixed-length MindIR exports with the measured differences."""
+    """A tiny random SWave checkpoint (with model.input_rms, as the shipped models), its network
+    (compiled once, dynamic length) and its dynamic and fixed-length MindIR exports with the
+    measured differences."""
     import mindspore as ms
     from mindspore import nn
 
@@ -167,7 +168,7 @@ def exported(tmp_path_factory, mini_librimix):
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_seed(3)
     cfg = load_config(os.path.join(REPO, "configs", "demo.yaml"),
-                      ["model.N=16", "model.L=4", "model.H=8", "model.R=1", "segment=1.0"])
+                      ["model.N=16", "model.L=4", "model.H=8", "model.R=1", "segment=1.0", "model.input_rms=0.07"])
     net = build_model(cfg)
     ckpt = str(folder / "tiny.ckpt")
     save_training_checkpoint(ckpt, nn.Adam(net.trainable_params(), 1e-3),
