@@ -312,9 +312,7 @@ class SWave(nn.Cell):
     def __init__(self, N, L, H, R, C, sample_rate, segment, input_normalize=False, recompute=False,
                  lstm="native", input_rms=None):
         super().__init__()
-        _check_hyper_parameters(N, L, H, R, C, sample_rate, segment)
-        if input_rms is not None and not input_rms > 0:
-            raise SWaveConfigError(f"SWave: input_rms={input_rms!r} must be a positive number or None")
+        _check_hyper_parameters(N, L, H, R, C, sample_rate, segment, input_rms)
         self.input_rms = None if input_rms is None else float(input_rms)
         if lstm not in LSTM_IMPLEMENTATIONS:
             raise SWaveConfigError(f"SWave: lstm={lstm!r} must be one of {', '.join(LSTM_IMPLEMENTATIONS)}")
@@ -544,7 +542,7 @@ def _init_like_svoice(net):
             param.set_data(initializer(XavierNormal(), param.shape, param.dtype))
 
 
-def _check_hyper_parameters(N, L, H, R, C, sample_rate, segment):
+def _check_hyper_parameters(N, L, H, R, C, sample_rate, segment, input_rms=None):
     problems = []
     for name, value in (("N", N), ("L", L), ("H", H), ("R", R), ("C", C)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
@@ -561,5 +559,7 @@ def _check_hyper_parameters(N, L, H, R, C, sample_rate, segment):
         problems.append(f"sample_rate={sample_rate!r} must be a positive number")
     if not (isinstance(segment, (int, float)) and segment > 0):
         problems.append(f"segment={segment!r} must be a positive number of seconds")
+    if not (input_rms is None or isinstance(input_rms, (int, float)) and input_rms > 0):
+        problems.append(f"input_rms={input_rms!r} must be a positive number or None")
     if problems:
         raise SWaveConfigError("SWave: " + "; ".join(problems))
