@@ -55,9 +55,13 @@ class Conv1dWeight(nn.Cell):
         return out.reshape(batch, -1, weight.shape[0]).transpose(0, 2, 1)
 
 
-def input_gain(mixture, rms):
-    """Factors `(batch, 1)` that bring each mixture of `(batch, time)` (numpy or Tensor) to RMS `rms`."""
-    return rms / ((mixture * mixture).mean(1).reshape(-1, 1) ** 0.5 + 1e-8)
+def at_input_rms(separate, mixture, rms):
+    """`separate(mixture)` -> `(..., batch, C, time)` with each mixture of `(batch, time)` (numpy or
+    Tensor) brought to RMS `rms` first and the estimates scaled back; rms None: as given."""
+    if rms is None:
+        return separate(mixture)
+    gain = rms / ((mixture * mixture).mean(1).reshape(-1, 1) ** 0.5 + 1e-8)
+    return separate(mixture * gain) / gain.reshape(-1, 1, 1)
 
 
 def encoder_frames(num_samples, L):
@@ -302,7 +306,7 @@ class SWave(nn.Cell):
     same parameters, LSTM recurrence compiled from C++, src/models/lstm.py; exported graphs run
     nn.LSTM) or "auto" (fused when the device target is CPU and the kernels can be built, see
     `fused_lstm_available`). input_rms: scale every mixture to this RMS before the network and
-    the estimates back (`input_gain`), so that the result does not depend on the recording's
+    the estimates back (`at_input_rms`), so that the result does not depend on the recording's
     level; None: the network sees the mixture as given (svoice).
 
     `construct(mixture (batch, time))`, time >= L: in training (`set_train(True)`) the estimate
@@ -356,10 +360,7 @@ class SWave(nn.Cell):
     def construct(self, mixture):
         if mixture.ndim != 2:
             raise ValueError("SWave expects a mixture of shape (batch, time)")
-        if self.input_rms is None:
-            return self._separate(mixture)
-        gain = input_gain(mixture, self.input_rms)
-        return self._separate(mixture * gain) / gain.reshape(-1, 1, 1)
+        return at_input_rms(self._separate, mixture, self.input_rms)
 
     def _separate(self, mixture):
         num_samples = mixture.shape[1]
@@ -489,11 +490,7 @@ class HostInference:
         return chunks
 
     def __call__(self, mixture):
-        mixture = np.ascontiguousarray(mixture, dtype=np.float32)
-        if self.net.input_rms is None:
-            return self._separate(mixture)
-        gain = input_gain(mixture, self.net.input_rms).astype(np.float32)
-        return self._separate(mixture * gain) / gain.reshape(-1, 1, 1)
+        return at_input_rms(self._separate, np.ascontiguousarray(mixture, dtype=np.float32), self.net.input_rms)
 
     def _separate(self, mixture):
         net, dp = self.net, self.net.separator.rnn_model
