@@ -6,9 +6,8 @@ from src.models.swave import SWave
 
 def _build_swave(cfg):
     m = cfg.model
-    return SWave(m.N, m.L, m.H, m.R, m.C, cfg.sample_rate, cfg.segment,
-                 input_normalize=m.get("input_normalize", False), recompute=m.get("recompute", False),
-                 lstm=m.get("lstm", "auto"), input_rms=m.get("input_rms"))
+    return SWave(m.N, m.L, m.H, m.R, m.C, cfg.sample_rate, cfg.segment, input_normalize=m.input_normalize,
+                 recompute=m.recompute, lstm=m.lstm, input_rms=m.input_rms)
 
 
 MODELS = {
@@ -19,7 +18,7 @@ MODELS = {
 
 def build_model(cfg):
     """Build the network named by `cfg.model.name` from `cfg.model` (and top-level
-    `sample_rate` / `segment`)."""
+    `sample_rate` / `segment`) of a checked config (`check_config`: defaults filled in)."""
     name = cfg.model.get("name")
     if name not in MODELS:
         raise ConfigError(f"model.name={name!r} is not a known model (known: {', '.join(sorted(MODELS))})")

@@ -50,8 +50,9 @@ def latest_checkpoint(exp_dir):
     return found[-1][1] if found else None
 
 
-def _write(path, params, meta):
-    """Write `params` ({name: Parameter or Tensor}) and `meta` (a JSON-able dict) to `path` atomically."""
+def write_checkpoint(path, params, meta):
+    """Write `params` ({name: Parameter or Tensor}) and `meta` (a JSON-able dict) to `path` atomically
+    (what read_checkpoint reads)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path[:-len(".ckpt")] + ".tmp.ckpt"
     ms.save_checkpoint([{"name": name, "data": p} for name, p in params.items()], tmp,
@@ -65,7 +66,7 @@ def save_training_checkpoint(path, optimizer, meta, network=None):
     params = {p.name: p for p in optimizer.get_parameters()}
     if network is not None:
         params.update((p.name, p) for p in network.get_parameters())
-    _write(path, params, meta)
+    write_checkpoint(path, params, meta)
 
 
 def save_weights_only(src, dst, overrides=None):
@@ -78,13 +79,13 @@ def save_weights_only(src, dst, overrides=None):
         if cfg is None:
             raise CheckpointError(f"{src}: holds no config to change")
         meta = {**meta, **config_meta(check_config(apply_overrides(cfg, overrides)))}
-    _write(dst, {n: p for n, p in params.items() if not n.startswith(OPTIMIZER_STATE)}, meta)
+    write_checkpoint(dst, {n: p for n, p in params.items() if not n.startswith(OPTIMIZER_STATE)}, meta)
 
 
 def save_network(path, net, meta):
     """Write the parameters of `net` and `meta` (JSON: at least the config as yaml, under "config")
     to `path` atomically: a model checkpoint that load_model reads (e.g. an imported one)."""
-    _write(path, {p.name: p for p in net.get_parameters()}, meta)
+    write_checkpoint(path, {p.name: p for p in net.get_parameters()}, meta)
 
 
 def prune_checkpoints(exp_dir, keep):
@@ -213,8 +214,14 @@ def load_model(ckpt_path, cfg=None):
     cfg = cfg or stored_config(meta)
     if cfg is None:
         raise CheckpointError(f"{ckpt_path}: holds no config; pass one with -c CONFIG")
+    return network_from(params, cfg, ckpt_path), cfg
+
+
+def network_from(params, cfg, ckpt_path):
+    """The network of `cfg` in inference mode with `params` (as read_checkpoint returns them from
+    `ckpt_path`, named in errors) loaded, every parameter checked."""
     net = build_model(cfg)
     check_no_extra(net, params, ckpt_path)
     load_into(net, params, ckpt_path)
     net.set_train(False)
-    return net, cfg
+    return net

@@ -24,7 +24,7 @@ from src.inference.windows import plan_windows, window_samples
 from src.losses import SeparationLoss
 from src.metrics import MetricError, score_utterance
 from src.models import build_model
-from src.runtime.checkpoint import CheckpointError, load_model, read_checkpoint, stored_config
+from src.runtime.checkpoint import CheckpointError, network_from, read_checkpoint, stored_config
 from src.runtime.device import combine_means, init_context
 from src.tasks.base import Task
 
@@ -98,17 +98,15 @@ class SeparationTask(Task):
                                   "stored in it")
         separators, configs, paths = {}, {}, {}
         for index, path in enumerate(checkpoints):
-            if config_path:
-                cfg = load_config(config_path)
-            else:
-                cfg = stored_config(read_checkpoint(path)[1])
-                if cfg is None:
-                    raise CheckpointError(f"{path}: holds no config; pass one with -c CONFIG")
+            params, meta = read_checkpoint(path)
+            cfg = load_config(config_path) if config_path else stored_config(meta)
+            if cfg is None:
+                raise CheckpointError(f"{path}: holds no config; pass one with -c CONFIG")
             if cfg.get("task", self.name) != self.name:
                 raise EvaluationError(f"{path}: is a '{cfg.task}' model, not a speech separation model")
             if index == 0:
                 init_context(cfg)
-            net, cfg = load_model(path, cfg)
+            net = network_from(params, cfg, path)
             num_speakers = int(cfg.model.C)
             if num_speakers in separators:
                 raise EvaluationError(f"{path} and {paths[num_speakers]} both separate {num_speakers} speakers; "

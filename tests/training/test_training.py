@@ -133,7 +133,7 @@ def test_a_checkpoint_from_before_a_config_key_existed_resumes(runs, tiny_data, 
     params, meta = ckpt.read_checkpoint(path)
     older = yaml.safe_load(meta["config"])
     del older["model"]["input_rms"]
-    ckpt._write(path, params, {**meta, "config": yaml.safe_dump(older)})
+    ckpt.write_checkpoint(path, params, {**meta, "config": yaml.safe_dump(older)})
     assert ckpt.stored_config(ckpt.read_checkpoint(path)[1]).model.input_rms is None
     state, steps = train_counting(tiny_config(tiny_data, exp, "train.epochs=3"))
     assert steps == 4 and state["epoch"] == 3
