@@ -158,10 +158,11 @@ def test_silent_reference_scores_how_quiet_the_estimate_is():
         est, ref = estimates[b, :, :n].astype(np.float64), references[b, :, :n].astype(np.float64)
         est, ref = est - est.mean(axis=1, keepdims=True), ref - ref.mean(axis=1, keepdims=True)
         mix_energy = np.sum(ref.sum(axis=0) ** 2)
+        share = mix_energy / np.sum(est ** 2)      # the estimates' energy brought to the mixture's
 
         def score(e, r):
             if not np.any(r):
-                return -10 * np.log10(np.sum(e ** 2) / mix_energy + 1e-3)
+                return -10 * np.log10(share * np.sum(e ** 2) / mix_energy + 1e-3)
             return numpy_si_snr(e, r)
         expected.append(max(np.mean([score(est[p[i]], ref[i]) for i in range(3)])
                             for p in itertools.permutations(range(3))))
@@ -175,7 +176,10 @@ def test_silent_reference_scores_how_quiet_the_estimate_is():
     assert np.sum(grad[0, 0] * quiet_output) > 0      # descending the loss shrinks it
 
 
-def test_level_weight_subtracts_the_level_error_in_db():
+def test_level_weight_subtracts_the_level_error_of_each_outputs_share_in_db():
+    """The level error is that of the outputs brought, all by one gain, to the mixture's energy: an
+    overall gain costs nothing (SI-SNR-trained models have an arbitrary one), one output louder than
+    its source relative to the others does."""
     rng = np.random.default_rng(5)
     estimates, references, lengths = make_batch(rng, batch=2, speakers=2)
 
@@ -184,15 +188,21 @@ def test_level_weight_subtracts_the_level_error_in_db():
         for b, n in enumerate(lengths):
             e, r = est[b, :, :n].astype(np.float64), references[b, :, :n].astype(np.float64)
             e, r = e - e.mean(axis=1, keepdims=True), r - r.mean(axis=1, keepdims=True)
-            errors.append(np.abs(10 * np.log10((e ** 2).sum(1) / (r ** 2).sum(1))).mean())
+            energy = (e ** 2).sum(1) * np.sum(r.sum(0) ** 2) / np.sum(e ** 2)
+            errors.append(np.abs(10 * np.log10(energy / (r ** 2).sum(1))).mean())
         return np.mean(errors)
     plain = pit_si_snr_loss(T(estimates), T(references), T(lengths)).asnumpy()
-    louder = estimates * np.float32(10 ** (6 / 20))              # +6 dB: SI-SNR unchanged
-    np.testing.assert_allclose(pit_si_snr_loss(T(louder), T(references), T(lengths)).asnumpy(), plain, rtol=1e-4)
-    for est in (estimates, louder):
-        np.testing.assert_allclose(pit_si_snr_loss(T(est), T(references), T(lengths), 0.5).asnumpy(),
-                                   plain + 0.5 * level_error(est), rtol=1e-4)
-    assert level_error(louder) > 5
+    louder = estimates * np.float32(10 ** (20 / 20))             # +20 dB overall: SI-SNR unchanged
+    unbalanced = estimates.copy()
+    unbalanced[:, 0] *= np.float32(10 ** (6 / 20))               # output 0 +6 dB: SI-SNR unchanged
+    for est in (louder, unbalanced):
+        np.testing.assert_allclose(pit_si_snr_loss(T(est), T(references), T(lengths)).asnumpy(), plain, rtol=1e-4)
+    weighted = {}
+    for name, est in (("as is", estimates), ("louder", louder), ("unbalanced", unbalanced)):
+        weighted[name] = pit_si_snr_loss(T(est), T(references), T(lengths), 0.5).asnumpy()
+        np.testing.assert_allclose(weighted[name], plain + 0.5 * level_error(est), rtol=1e-4)
+    np.testing.assert_allclose(weighted["louder"], weighted["as is"], rtol=1e-4)
+    assert weighted["unbalanced"] > weighted["as is"] + 0.5 * 2
 
 
 def test_multi_scale_weights_and_loss_cell():
