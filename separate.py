@@ -160,6 +160,7 @@ def separate_file(path, task, separators, sample_rate, min_samples, out_dir, win
         num_speakers, estimates, trace = count_and_separate(separators, mixture, threshold_db, window, overlap)
         runs = " then ".join(f"C={c} ({found} active)" for c, found in trace)
         notes.append(f"{num_speakers} speaker{'s' if num_speakers > 1 else ''} found (models run: {runs})")
+    estimates = task.output_level(mixture, estimates)
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for index, estimate in enumerate(estimates):

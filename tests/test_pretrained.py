@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from src.config import load_config
 from src.data import corpus
@@ -59,6 +60,8 @@ def test_shipped_models_bring_mixtures_to_the_level_they_were_trained_at(shipped
 
 
 def test_separate_without_model_path_uses_the_shipped_models(test_sets, tmp_path, capsys):
+    """...and writes the speakers together as loud as the recording (the networks' own outputs are
+    about 35 dB louder: each file would be scaled to full scale on its own)."""
     import separate
     mixes = [test_sets[c][0].mix for c in (2, 3)]
     assert separate.main([*mixes, "--out-dir", str(tmp_path)]) == 0
@@ -67,3 +70,7 @@ def test_separate_without_model_path_uses_the_shipped_models(test_sets, tmp_path
         stem = os.path.splitext(os.path.basename(mix))[0]
         written = sorted(n for n in os.listdir(tmp_path) if n.startswith(stem + "_s"))
         assert len(written) in (2, 3) and f"{mix}: {len(written)} speakers found" in out
+        outputs = [sf.read(os.path.join(tmp_path, n), dtype="float64")[0] for n in written]
+        energy = sum(np.sum(np.square(o)) for o in outputs)
+        assert abs(10 * np.log10(energy / np.sum(np.square(sf.read(mix, dtype="float64")[0])))) < 0.1
+        assert max(np.max(np.abs(o)) for o in outputs) < 0.9

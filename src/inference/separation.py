@@ -53,6 +53,17 @@ def separate_whole(separate_fn, mixture, num_speakers):
     return _run(separate_fn, chunk[None, :], num_speakers)[0]
 
 
+def at_mixture_level(estimates, mixture):
+    """`estimates (C, time)` times one gain that makes their total energy the mixture's `(time,)`:
+    a model trained with SI-SNR has an arbitrary output gain (the shipped ones: about +35 dB), so
+    its raw outputs are not at the recording's level; the speakers' relative levels are kept."""
+    total = float(np.sum(np.square(estimates, dtype=np.float64)))
+    if total == 0:
+        return estimates
+    gain = np.sqrt(np.sum(np.square(mixture, dtype=np.float64)) / total)
+    return (estimates * gain).astype(np.float32)
+
+
 def separate_long(separate_fn, mixture, num_speakers, window, overlap, batch_size=1, out=None,
                   static_length=False):
     """Separate `mixture (time,)` of any length into `(C, time)` float32 in overlapping windows.

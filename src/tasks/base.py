@@ -46,6 +46,10 @@ class Task(ABC):
     def output_name(self, stem, index):
         """File name of output `index` (0-based) of input `stem` (separate.py)."""
 
+    def output_level(self, mixture, estimates):
+        """The outputs `(C, time)` of `mixture (time,)` at the level separate.py writes them."""
+        return estimates
+
     output_pattern = None   # regex of the part after `<stem>_` of output_name (without .wav)
 
     @abstractmethod

@@ -20,6 +20,7 @@ from src.export import SeparationGraph
 from src.inference.network import MinLengthSeparator, NetworkSeparator
 from src.inference.offline import (OfflineInferenceError, ReplaySeparator, indexed_utterances, run_meta,
                                   write_input_bins)
+from src.inference.separation import at_mixture_level
 from src.inference.windows import plan_windows, window_samples
 from src.losses import SeparationLoss
 from src.metrics import MetricError, score_utterance
@@ -126,6 +127,10 @@ class SeparationTask(Task):
 
     def output_name(self, stem, index):
         return f"{stem}_s{index + 1}.wav"
+
+    def output_level(self, mixture, estimates):
+        """Together as loud as the mixture (at_mixture_level)."""
+        return at_mixture_level(estimates, mixture)
 
     def plot_labels(self, count):
         return ["mixture"] + [f"speaker {i + 1}" for i in range(count)]
