@@ -56,12 +56,12 @@ def separate_whole(separate_fn, mixture, num_speakers):
 def at_mixture_level(estimates, mixture):
     """`estimates (C, time)` times one gain that makes their total energy the mixture's `(time,)`:
     a model trained with SI-SNR has an arbitrary output gain (the shipped ones: about +35 dB), so
-    its raw outputs are not at the recording's level; the speakers' relative levels are kept."""
-    total = float(np.sum(np.square(estimates, dtype=np.float64)))
+    its raw outputs are not at the recording's level; the speakers' relative levels are kept.
+    Energies are dot products, so the only new array is the scaled copy (long recordings)."""
+    total = sum(float(np.dot(row, row)) for row in estimates)
     if total == 0:
         return estimates
-    gain = np.sqrt(np.sum(np.square(mixture, dtype=np.float64)) / total)
-    return (estimates * gain).astype(np.float32)
+    return estimates * np.float32(np.sqrt(float(np.dot(mixture, mixture)) / total))
 
 
 def separate_long(separate_fn, mixture, num_speakers, window, overlap, batch_size=1, out=None,
