@@ -3,7 +3,7 @@ or a speech enhancement model on noisy/clean pairs (SI-SNR, STOI, PESQ and their
 
     python evaluate.py --model-path CKPT [CKPT ...] --data-dir DIR [DIR ...] [--out-dir OUT]
         [--split test] [--batch-size 1] [--pesq] [--stoi] [--window-seconds 20] [--overlap-seconds 2]
-        [--threshold-db -20] [-c CONFIG]
+        [--count-model CKPT] [--threshold-db DB] [-c CONFIG]
 
 DIR: a MindRecord split (test.mindrecord0, its prefix or test.json), a folder holding the split
 `<split>.json` written by preprocess.py, or an audio folder (LibriMix / svoice root or one split
@@ -21,7 +21,8 @@ Several checkpoints (one per speaker count, e.g. C=2 and C=3): the unknown-numbe
 procedure (src/inference/speaker_count.py) picks the count per mixture; the report has the
 counting confusion matrix, SI-SNRi on correctly counted mixtures, and SI-SNRi on all mixtures
 against the true sources (a source without an output is scored with the unprocessed mixture,
-i.e. 0 dB improvement; outputs beyond the true count are not scored).
+i.e. 0 dB improvement; outputs beyond the true count are not scored). --count-model CKPT: that
+model counts, the checkpoints of --model-path (one or more) separate.
 
 Enhancement checkpoint (train.py -c configs/rt*.yaml):
 
@@ -51,7 +52,7 @@ def _positive_int(text):
 
 
 def parse_args(argv=None):
-    from src.cli import add_window_arguments
+    from src.cli import add_counting_arguments, add_window_arguments
     from src.data.layout import MIX_TYPES
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-path", nargs="+", required=True, metavar="CKPT",
@@ -73,6 +74,7 @@ def parse_args(argv=None):
     parser.add_argument("--pesq", action="store_true", help="also compute PESQ (slow; enhancement: always)")
     parser.add_argument("--stoi", action="store_true", help="also compute STOI (enhancement: always)")
     add_window_arguments(parser)
+    add_counting_arguments(parser)
     return parser.parse_args(argv)
 
 

@@ -1,7 +1,7 @@
 """Separate recordings into one file per speaker (or enhance them, with an enhancement model).
 
-    python separate.py INPUT [INPUT ...] --out-dir OUT [--model-path CKPT [CKPT ...]]
-        [--force] [--plot] [--window-seconds 20] [--overlap-seconds 2] [--threshold-db -20] [-c CONFIG]
+    python separate.py INPUT [INPUT ...] --out-dir OUT [--model-path CKPT [CKPT ...]] [--count-model CKPT]
+        [--force] [--plot] [--window-seconds 20] [--overlap-seconds 2] [--threshold-db DB] [-c CONFIG]
 
 INPUT: audio files, folders (their audio files, not recursive) or glob patterns ("rec/*.wav").
 Writes OUT/<name>_s1.wav ... OUT/<name>_sC.wav (16-bit, at the model's sample rate) and with
@@ -19,8 +19,9 @@ A speech-enhancement checkpoint (train.py -c configs/rt*.yaml) instead writes OU
 the network's mask on the noisy magnitude, the noisy phase, inverse STFT; same windowing and checks.
 
 Several checkpoints (one per speaker count): the number of speakers of each input is found
-(src/inference/speaker_count.py) and as many files are written. Without --model-path, the shipped
-2- and 3-speaker models (pretrained/, see pretrained/MODEL_CARD.md) are used that way.
+(src/inference/speaker_count.py) and as many files are written; --count-model CKPT: a model that
+only counts (its active outputs), the others separate. Without --model-path, the shipped 2- and
+3-speaker models and the shipped counter (pretrained/, see pretrained/MODEL_CARD.md) are used that way.
 
 An input that cannot be read, is empty, too short or silent is reported by name and skipped;
 the others are still separated. Exit status: 0 if every input was separated, 1 otherwise,
@@ -141,9 +142,10 @@ def read_mixture(path, sample_rate, min_samples):
 
 
 def separate_file(path, task, separators, sample_rate, min_samples, out_dir, window, overlap, threshold_db,
-                  force=False, plot=False):
-    """Separate one input with the `task`'s models and write its outputs -> (written paths, notes).
-    AudioError / SeparationError / InputError name the problem."""
+                  force=False, plot=False, counter=None):
+    """Separate one input with the `task`'s models and write its outputs -> (written paths, notes);
+    threshold_db, counter: as in count_and_separate. AudioError / SeparationError / InputError name
+    the problem."""
     from src.audio import write_audio
     from src.inference.speaker_count import count_and_separate
     from src.inference.windows import separate
@@ -153,13 +155,15 @@ def separate_file(path, task, separators, sample_rate, min_samples, out_dir, win
     if existing and not force:
         raise InputError(f"{path}: {existing[0]} already exists (use --force to overwrite)")
     mixture, notes = read_mixture(path, sample_rate, min_samples)
-    if len(separators) == 1:
+    if len(separators) == 1 and counter is None:
         (num_speakers, separate_fn), = separators.items()
         estimates = separate(separate_fn, mixture, num_speakers, window, overlap)
     else:
-        num_speakers, estimates, trace = count_and_separate(separators, mixture, threshold_db, window, overlap)
-        runs = " then ".join(f"C={c} ({found} active)" for c, found in trace)
-        notes.append(f"{num_speakers} speaker{'s' if num_speakers > 1 else ''} found (models run: {runs})")
+        num_speakers, estimates, trace = count_and_separate(separators, mixture, threshold_db, window, overlap,
+                                                            counter=counter)
+        runs = " then ".join(f"C={c}" + ("" if found is None else f" ({found} active)") for c, found in trace)
+        notes.append(f"{num_speakers} speaker{'s' if num_speakers > 1 else ''} found (models run: "
+                     f"{'counter ' if counter else ''}{runs})")
     estimates = task.output_level(mixture, estimates)
     os.makedirs(out_dir, exist_ok=True)
     written = []
@@ -178,7 +182,7 @@ def separate_file(path, task, separators, sample_rate, min_samples, out_dir, win
 
 
 def parse_args(argv=None):
-    from src.cli import add_window_arguments
+    from src.cli import add_counting_arguments, add_window_arguments
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders or glob patterns")
     parser.add_argument("--model-path", nargs="+", metavar="CKPT",
@@ -190,6 +194,7 @@ def parse_args(argv=None):
     parser.add_argument("-c", "--config", help="yaml config to use instead of the one stored in the checkpoint "
                                                "(single checkpoint only)")
     add_window_arguments(parser)
+    add_counting_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -199,6 +204,7 @@ def main(argv=None):
     from src.errors import check_output_dir
     from src.inference.separation import SeparationError
     from src.inference.windows import window_samples
+    from src.inference.speaker_count import model_thresholds
     from src.runtime.checkpoint import model_config, pretrained_separation_models
     from src.tasks import task_of
 
@@ -210,10 +216,16 @@ def main(argv=None):
         return 1
     check_output_dir(args.out_dir)
     clobbering = overwritten_inputs(files, args.out_dir)
-    checkpoints = args.model_path or pretrained_separation_models()
+    if args.model_path:
+        checkpoints, count_model = args.model_path, args.count_model
+    else:
+        checkpoints, shipped_counter = pretrained_separation_models()
+        count_model = args.count_model or shipped_counter
     cfg = model_config(checkpoints[0], args.config)
     task = task_of(cfg)
     separators, configs = task.load_separators(checkpoints, cfg, args.config)
+    counter = count_model and task.load_counter(count_model, configs, args.threshold_db)
+    thresholds = model_thresholds(configs, args.threshold_db) if len(separators) > 1 or counter else None
     sample_rate = next(iter(configs.values())).sample_rate
     min_samples = max(task.min_input_samples(cfg) for cfg in configs.values())
     window, overlap = window_samples(args.window_seconds, args.overlap_seconds, sample_rate)
@@ -230,7 +242,7 @@ def main(argv=None):
                                  f"({task.output_name(stem, 0)}, ...); separate it in another run or rename it")
             first_with_stem[stem] = path
             written, notes = separate_file(path, task, separators, sample_rate, min_samples, args.out_dir, window,
-                                           overlap, args.threshold_db, args.force, args.plot)
+                                           overlap, thresholds, args.force, args.plot, counter)
         except (AudioError, SeparationError, InputError) as err:
             message = str(err) if str(err).startswith(path) else f"{path}: {err}"
             print(f"error: {message}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
     python bench/bench_count_threshold.py --model-path C2.ckpt C3.ckpt [--data-dir DIR ...] [--split test]
         [--thresholds -40 -30 -25 -20 -15 -10 -6 -3]
+    python bench/bench_count_threshold.py --count-model COUNTER.ckpt [--data-dir DIR ...] [--split valid] ...
 
 Runs every model once on every mixture of the data folders (default: the bundled Libri2Mix and
 Libri3Mix test splits), then prints
@@ -12,7 +13,8 @@ Libri3Mix test splits), then prints
    on a mixture of fewer speakers, the lowest levels are the "silent" outputs; on a mixture of C
    speakers, every output is active;
 2. the counting accuracy of the real procedure (count_and_separate, fed the cached outputs) for
-   each threshold, overall and per true count.
+   each threshold, overall and per true count; with --count-model, that model's count alone (its
+   active outputs, at least 1), which is what the procedure takes from a counter.
 The threshold to choose lies between the silent and the active levels.
 """
 import argparse
@@ -37,7 +39,9 @@ class Cached:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-path", nargs="+", required=True, help="one checkpoint per speaker count")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--model-path", nargs="+", help="one checkpoint per speaker count")
+    group.add_argument("--count-model", help="a model that only counts (separate.py --count-model)")
     parser.add_argument("--data-dir", nargs="+", default=[os.path.join(ROOT, "build/mini_librimix/Libri2Mix"),
                                                           os.path.join(ROOT, "build/mini_librimix/Libri3Mix")])
     parser.add_argument("--split", default="test")
@@ -45,10 +49,10 @@ def main():
     args = parser.parse_args()
 
     from src.data.dataset import open_utterances
-    from src.inference.speaker_count import count_and_separate, output_levels_db
+    from src.inference.speaker_count import active_outputs, count_and_separate, output_levels_db
     from src.tasks.separation import SeparationTask
 
-    separators, configs = SeparationTask().load_separators(args.model_path, None)
+    separators, configs = SeparationTask().load_separators(args.model_path or [args.count_model], None)
     sample_rate = next(iter(configs.values())).sample_rate
     mixtures, outputs, source_levels = [], {c: {} for c in separators}, {}
     for path in args.data_dir:
@@ -81,7 +85,11 @@ def main():
     cached = {c: Cached(outputs[c]) for c in separators}
     print("  threshold  overall  " + "  ".join(f"{t} spk" for t in true_counts))
     for threshold in args.thresholds:
-        found = [(n, count_and_separate(cached, m, threshold)[0]) for n, m in mixtures]
+        if args.count_model:
+            (counted,) = outputs.values()
+            found = [(n, max(active_outputs(counted[m.tobytes()], threshold), 1)) for n, m in mixtures]
+        else:
+            found = [(n, count_and_separate(cached, m, threshold)[0]) for n, m in mixtures]
         per_count = [np.mean([f == n for n, f in found if n == t]) for t in true_counts]
         print(f"  {threshold:9.1f}  {np.mean([f == n for n, f in found]):7.3f}  "
               + "  ".join(f"{a:5.3f}" for a in per_count))

@@ -136,8 +136,15 @@ STFT = {
     "n_fft": _count(320, low=2), "hop": _count(160), "win": _count(320, doc="<= n_fft, hop <= win / 2"),
 }
 
+COUNTING = {
+    "threshold_db": Key("float", -20.0, high=0,
+                        doc="speaker counting with this model (src/inference/speaker_count.py): an output is a speaker "
+                            "when its energy is at least this many dB relative to the loudest output; calibrated "
+                            "per model on dev mixtures (bench/bench_count_threshold.py)"),
+}
+
 SECTIONS_BY_TASK = {   # sections only some tasks have
-    "separation": {},
+    "separation": {"counting": COUNTING},
     "enhancement": {"stft": STFT},
 }
 

@@ -54,24 +54,29 @@ def test_read_mixture_notes_and_refusals(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def separators(tmp_path_factory):
-    """{2: separate_fn, 3: separate_fn} of tiny random-weight SWaves loaded from checkpoints."""
-    import mindspore as ms
+def checkpoints(tmp_path_factory):
+    """{2: path, 3: path} of tiny random-weight SWaves."""
     from mindspore import nn
     from src.config import load_config
     from src.models import build_model
     from src.runtime.checkpoint import config_meta, save_training_checkpoint
     folder = tmp_path_factory.mktemp("ckpt")
-    paths = []
+    paths = {}
     for count in (2, 3):
         cfg = load_config(os.path.join(ROOT, "configs/demo.yaml"),
                           ["model.N=16", "model.H=16", "model.R=1", f"model.C={count}", f"experiment_dir={folder}"])
         net = build_model(cfg)
-        paths.append(str(folder / f"c{count}.ckpt"))
-        save_training_checkpoint(paths[-1], nn.Adam(net.trainable_params()),
-                                 config_meta(cfg), network=net)
+        paths[count] = str(folder / f"c{count}.ckpt")
+        save_training_checkpoint(paths[count], nn.Adam(net.trainable_params()), config_meta(cfg), network=net)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def separators(checkpoints):
+    """{2: separate_fn, 3: separate_fn} of the tiny models."""
+    import mindspore as ms
     previous_mode = ms.get_context("mode")
-    loaded, _ = SeparationTask().load_separators(paths, None)
+    loaded, _ = SeparationTask().load_separators([checkpoints[2], checkpoints[3]], None)
     yield loaded
     ms.set_context(mode=previous_mode)
 
@@ -140,3 +145,23 @@ def test_counting_writes_as_many_files_as_found_and_force_removes_stale_ones(sep
     assert _outputs(out)[1] == ["talk_s1.wav", "talk_s2.wav", "talk_s3.wav"]
     _, notes = separate.separate_file(recording, SeparationTask(), {2: separators[2]}, RATE, 8, out, None, None, -20.0, force=True)
     assert _outputs(out)[1] == ["talk_s1.wav", "talk_s2.wav"] and any("removed" in n and "talk_s3.wav" in n for n in notes)
+
+
+def test_count_model_counts_and_the_other_model_separates(checkpoints, separators, recording, tmp_path, capsys):
+    """--count-model C3 --model-path C2: the count is C3's active outputs at --threshold-db; C2's
+    outputs are written (its loudest one alone when the count is 1)."""
+    mixture = sf.read(recording, dtype="float32")[0]
+    counted = separators[3](mixture[None])[0].astype(np.float64)
+    levels = 10 * np.log10(np.sum(counted ** 2, axis=-1) / np.max(np.sum(counted ** 2, axis=-1)))
+    second = np.sort(levels)[-2]
+    assert second < -0.01
+    threshold = second / 2          # only the loudest output is active
+    out = str(tmp_path / "out")
+    assert separate.main([recording, "--model-path", checkpoints[2], "--count-model", checkpoints[3],
+                          "--threshold-db", f"{threshold:.6f}", "--out-dir", out]) == 0
+    assert f"1 speaker found (models run: counter C=3 (1 active) then C=2)" in capsys.readouterr().out
+    separated = separators[2](mixture[None])[0]
+    files, names = _outputs(out)
+    assert names == ["talk_s1.wav"]
+    loudest = np.argmax(np.sum(separated.astype(np.float64) ** 2, axis=-1))
+    assert si_snr(files[0], separated[loudest]) > 40

@@ -24,7 +24,7 @@ from scipy.optimize import linear_sum_assignment
 
 from src.evaluation.report import EvaluationError, fmt, mean, progress_bar
 from src.inference.separation import SeparationError
-from src.inference.speaker_count import DEFAULT_THRESHOLD_DB, count_and_separate
+from src.inference.speaker_count import count_and_separate
 from src.inference.windows import separate
 from src.metrics import MetricError, crop_to_shortest, mean_scores, pesq_score, score_utterance, si_snr, stoi_score
 
@@ -183,12 +183,14 @@ def score_with_count(est, ref, mix):
             "missing": int(len(ref) - len(sources)), "extra": int(len(est) - len(outputs))}
 
 
-def evaluate_counting(separators, utterances, sample_rate, threshold_db=DEFAULT_THRESHOLD_DB, window=None,
-                      overlap=None, batch_size=1, progress=True):
+def evaluate_counting(separators, utterances, sample_rate, threshold_db, window=None, overlap=None, batch_size=1,
+                      progress=True, counter=None):
     """Unknown number of speakers: count (count_and_separate) and score every utterance.
 
-    separators: {C: separate_fn}. window, overlap, batch_size: as in evaluate_utterances.
-    A row: key, num_speakers (true), found, models_run (e.g. "3>2": the C of each model run),
+    separators: {C: separate_fn}; threshold_db, counter: as in count_and_separate. window, overlap,
+    batch_size: as in evaluate_utterances.
+    A row: key, num_speakers (true), found, models_run (e.g. "3>2": the C of each model run;
+    "counter3>2": counted by a counter with 3 outputs, separated by the 2-speaker model),
     length, seconds, si_snr, si_snri, sdr, sdri, assignment, missing, extra (see score_with_count),
     or `error`.
     """
@@ -200,9 +202,9 @@ def evaluate_counting(separators, utterances, sample_rate, threshold_db=DEFAULT_
             row = _base_row(utt, sample_rate)
             try:
                 found, est, trace = count_and_separate(separators, utt["mix"], threshold_db, window, overlap,
-                                                       batch_size)
+                                                       batch_size, counter)
                 row["found"] = found
-                row["models_run"] = ">".join(str(c) for c, _ in trace)
+                row["models_run"] = ("counter" if counter else "") + ">".join(str(c) for c, _ in trace)
                 row.update(score_with_count(est, utt["src"], utt["mix"]))
             except (SeparationError, MetricError) as err:
                 row["error"] = str(err)

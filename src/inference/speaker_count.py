@@ -2,8 +2,8 @@
 the count chosen at inference from which outputs carry speech.
 
 1. Run the model with the most outputs.
-2. Count its active outputs: an output is active when its energy is at least `threshold_db`
-   (default -20 dB) relative to the loudest output of the same run. A silent mixture (every
+2. Count its active outputs: an output is active when its energy is at least the model's
+   threshold (dB, <= 0) relative to the loudest output of the same run. A silent mixture (every
    output exactly zero) counts as one speaker.
 3. Pick the model for that count; if there is none, the nearest available count (a tie goes to
    the larger model: an extra near-silent output is less harmful than merged speakers).
@@ -12,13 +12,34 @@ the count chosen at inference from which outputs carry speech.
 The count can only go down (a model with C outputs has at most C active ones), so this ends
 after at most one run per model. If the last model still has silent outputs (no smaller model
 exists), they are dropped: the result has exactly the counted number of outputs.
+
+A counter (`Counter`: a model trained to count, whose extra outputs go silent on mixtures of
+fewer speakers, but which separates worse) replaces steps 1-4: the count is its number of
+active outputs at its own threshold, and the model for that count (or the nearest) separates,
+once; its surplus outputs are dropped as above.
+
+Each model's threshold is its config's `counting.threshold_db` (-20 dB unless calibrated on dev
+mixtures); the user may set one for all.
 """
+from typing import Callable, NamedTuple
+
 import numpy as np
 
 from src.inference.separation import SeparationError
 from src.inference.windows import separate
 
-DEFAULT_THRESHOLD_DB = -20.0
+
+class Counter(NamedTuple):
+    """A model used only to count: `separate_fn` with `num_outputs` outputs, `threshold_db` its threshold."""
+    separate_fn: Callable
+    num_outputs: int
+    threshold_db: float
+
+
+def model_thresholds(configs, threshold_db=None):
+    """{C: threshold (dB)} for the models of `configs` ({C: config}): `threshold_db` for every one
+    when given, else each model's counting.threshold_db."""
+    return {c: cfg.counting.threshold_db if threshold_db is None else threshold_db for c, cfg in configs.items()}
 
 
 def output_levels_db(estimates):
@@ -32,7 +53,7 @@ def output_levels_db(estimates):
         return 10.0 * np.log10(energy / loudest)
 
 
-def active_outputs(estimates, threshold_db=DEFAULT_THRESHOLD_DB):
+def active_outputs(estimates, threshold_db):
     """Number of outputs of `estimates (C, time)` whose energy is >= `threshold_db` (<= 0)
     relative to the loudest output; 0 when every output is all zeros."""
     if threshold_db > 0:
@@ -47,31 +68,46 @@ def _nearest_count(count, available):
     return min(available, key=lambda c: (abs(c - count), -c))
 
 
-def count_and_separate(separators, mixture, threshold_db=DEFAULT_THRESHOLD_DB, window=None,
-                       overlap=None, batch_size=1):
+def count_and_separate(separators, mixture, threshold_db, window=None, overlap=None, batch_size=1, counter=None):
     """Count the speakers of `mixture (time,)` and separate it.
 
     separators: {C: separate_fn} with `separate_fn((batch, time)) -> (batch, C, time)`.
+    threshold_db: dB (<= 0) for every model, or {C: dB} for each separator.
     window, overlap, batch_size: passed to `separate_long` (samples); window None = one call
         on the whole mixture.
+    counter: a Counter that counts in place of the separators (they then only separate).
     Returns `(count, estimates (count, time), trace)`; trace lists `(C of the model run,
-    active outputs counted)` for each run, in order.
+    active outputs counted)` for each run, in order; with a counter, its run comes first and the
+    separating run counts nothing (None). Only a counter can find more speakers than the largest
+    separator has outputs: the estimates are then that separator's.
     """
     if not separators:
         raise SeparationError("no separators given (expected {speaker count: separate_fn})")
     if any(not isinstance(c, (int, np.integer)) or c < 1 for c in separators):
         raise SeparationError(f"separator keys must be speaker counts >= 1, got {sorted(separators)}")
+    thresholds = threshold_db if isinstance(threshold_db, dict) else dict.fromkeys(separators, threshold_db)
     available = sorted(separators)
-    model_count = available[-1]
-    trace = []
-    while True:
-        estimates = separate(separators[model_count], mixture, model_count, window, overlap, batch_size)
-        found = active_outputs(estimates, threshold_db)
-        trace.append((model_count, found))
-        chosen = _nearest_count(max(found, 1), available)
-        if chosen == model_count:
-            break
-        model_count = chosen
+
+    def run(count):
+        return separate(separators[count], mixture, count, window, overlap, batch_size)
+
+    if counter is not None:
+        counted = separate(counter.separate_fn, mixture, counter.num_outputs, window, overlap, batch_size)
+        found = active_outputs(counted, counter.threshold_db)
+        del counted   # long recordings: one model's outputs in memory at a time
+        model_count = _nearest_count(max(found, 1), available)
+        estimates = run(model_count)
+        trace = [(counter.num_outputs, found), (model_count, None)]
+    else:
+        model_count, trace = available[-1], []
+        while True:
+            estimates = run(model_count)
+            found = active_outputs(estimates, thresholds[model_count])
+            trace.append((model_count, found))
+            chosen = _nearest_count(max(found, 1), available)
+            if chosen == model_count:
+                break
+            model_count = chosen
     count = max(found, 1)
     if count < model_count:  # no smaller model: keep the loudest `count` outputs, in model order
         keep = np.sort(np.argsort(-output_levels_db(estimates), kind="stable")[:count])

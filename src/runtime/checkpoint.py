@@ -24,6 +24,7 @@ OPTIMIZER_STATE = ("moment1.", "moment2.", "adam_step", "beta1_power", "beta2_po
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                               "pretrained")
 PRETRAINED_SEPARATION = ("swave_2spk.ckpt", "swave_3spk.ckpt")   # pretrained/MODEL_CARD.md
+PRETRAINED_COUNTER = "swave_3spk_counter.ckpt"
 _EPOCH_RE = re.compile(r"epoch_(\d+)\.ckpt$")
 
 
@@ -197,13 +198,14 @@ def model_config(checkpoint, config_path=None):
 
 
 def pretrained_separation_models():
-    """The shipped separation checkpoints (one per speaker count), used when no model is given."""
-    paths = [os.path.join(PRETRAINED_DIR, name) for name in PRETRAINED_SEPARATION]
+    """The shipped separation checkpoints, used when no model is given -> ([one per speaker count],
+    the speaker counter)."""
+    paths = [os.path.join(PRETRAINED_DIR, name) for name in (*PRETRAINED_SEPARATION, PRETRAINED_COUNTER)]
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         raise CheckpointError(f"{', '.join(missing)}: shipped model missing (is this a complete clone?); "
                               "pass --model-path CKPT [CKPT ...]")
-    return paths
+    return paths[:-1], paths[-1]
 
 
 def load_model(ckpt_path, cfg=None):

@@ -7,6 +7,8 @@ one module here (a Task subclass, registered in src/tasks/__init__.py) plus its 
 """
 from abc import ABC, abstractmethod
 
+from src.errors import UserError
+
 
 class Task(ABC):
     """One task's wiring of every stage. `name` is its config value (`task: <name>`)."""
@@ -37,6 +39,11 @@ class Task(ABC):
     def load_separators(self, checkpoints, cfg, config_path=None):
         """Models for inference, MindSpore context set up -> ({outputs C: separate_fn
         `(batch, time) -> (batch, C, time)`}, {C: config}). `cfg`: the first checkpoint's config."""
+
+    def load_counter(self, path, configs, threshold_db=None):
+        """The model of `path` as a speaker counter (src.inference.speaker_count.Counter) for the
+        separators of `configs`; only tasks that separate speakers have one."""
+        raise UserError(f"{path}: --count-model counts speakers, which {self.name} models do not separate")
 
     @abstractmethod
     def min_input_samples(self, cfg):

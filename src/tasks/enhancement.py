@@ -157,6 +157,8 @@ class EnhancementTask(Task):
     # ---------------------------------------------------------------- evaluation
     def evaluate(self, args, cfg, command):
         """evaluate.py on an enhancement checkpoint: the config's (or --data-dir's) fixed pairs, scored whole."""
+        if args.count_model:
+            self.load_counter(args.count_model, None)    # refused: nothing to count
         enhancer, cfg = self.load_enhancer(args.model_path, cfg)
         if args.resample:
             cfg.data.resample = True

@@ -21,6 +21,7 @@ from src.inference.network import MinLengthSeparator, NetworkSeparator
 from src.inference.offline import (OfflineInferenceError, ReplaySeparator, indexed_utterances, run_meta,
                                   write_input_bins)
 from src.inference.separation import at_mixture_level
+from src.inference.speaker_count import Counter, model_thresholds
 from src.inference.windows import plan_windows, window_samples
 from src.losses import SeparationLoss
 from src.metrics import MetricError, score_utterance
@@ -30,6 +31,12 @@ from src.runtime.device import combine_means, init_context
 from src.tasks.base import Task
 
 log = logging.getLogger("gdprnn")
+
+
+def _check_same_rate(path, cfg, other_path, other_cfg):
+    if cfg.sample_rate != other_cfg.sample_rate:
+        raise EvaluationError(f"{path}: works at {cfg.sample_rate} Hz but {other_path} at {other_cfg.sample_rate} Hz; "
+                              "speaker counting needs models at one sample rate")
 
 
 class SeparationTask(Task):
@@ -99,27 +106,39 @@ class SeparationTask(Task):
                                   "stored in it")
         separators, configs, paths = {}, {}, {}
         for index, path in enumerate(checkpoints):
-            params, meta = read_checkpoint(path)
-            cfg = load_config(config_path) if config_path else stored_config(meta)
-            if cfg is None:
-                raise CheckpointError(f"{path}: holds no config; pass one with -c CONFIG")
-            if cfg.get("task", self.name) != self.name:
-                raise EvaluationError(f"{path}: is a '{cfg.task}' model, not a speech separation model")
-            if index == 0:
-                init_context(cfg)
-            net = network_from(params, cfg, path)
+            separate_fn, cfg = self._load_separator(path, config_path, init=index == 0)
             num_speakers = int(cfg.model.C)
             if num_speakers in separators:
                 raise EvaluationError(f"{path} and {paths[num_speakers]} both separate {num_speakers} speakers; "
                                       "give one checkpoint per speaker count")
-            first = next(iter(configs), None)
-            if first is not None and cfg.sample_rate != configs[first].sample_rate:
-                raise EvaluationError(f"{path}: works at {cfg.sample_rate} Hz but {paths[first]} at "
-                                      f"{configs[first].sample_rate} Hz; speaker counting needs models at one "
-                                      "sample rate")
-            separators[num_speakers] = MinLengthSeparator(NetworkSeparator(net), self.min_input_samples(cfg))
-            configs[num_speakers], paths[num_speakers] = cfg, path
+            if configs:
+                first = next(iter(configs))
+                _check_same_rate(path, cfg, paths[first], configs[first])
+            separators[num_speakers], configs[num_speakers], paths[num_speakers] = separate_fn, cfg, path
         return separators, configs
+
+    def load_counter(self, path, configs, threshold_db=None):
+        """The model of `path` as a speaker counter (src/inference/speaker_count.py) for separators
+        of `configs` ({C: config}, from load_separators: same sample rate). threshold_db: None = the
+        model's own (counting.threshold_db)."""
+        separate_fn, cfg = self._load_separator(path)
+        first = next(iter(configs))
+        _check_same_rate(path, cfg, "the separators", configs[first])
+        return Counter(separate_fn, int(cfg.model.C),
+                       cfg.counting.threshold_db if threshold_db is None else threshold_db)
+
+    def _load_separator(self, path, config_path=None, init=False):
+        """(separate_fn, config) of one checkpoint; init: set up the MindSpore context from its config."""
+        params, meta = read_checkpoint(path)
+        cfg = load_config(config_path) if config_path else stored_config(meta)
+        if cfg is None:
+            raise CheckpointError(f"{path}: holds no config; pass one with -c CONFIG")
+        if cfg.get("task", self.name) != self.name:
+            raise EvaluationError(f"{path}: is a '{cfg.task}' model, not a speech separation model")
+        if init:
+            init_context(cfg)
+        net = network_from(params, cfg, path)
+        return MinLengthSeparator(NetworkSeparator(net), self.min_input_samples(cfg)), cfg
 
     def min_input_samples(self, cfg):
         """SWave's encoder window, model.L samples."""
@@ -143,7 +162,9 @@ class SeparationTask(Task):
             raise EvaluationError("--data-dir is required for a separation model (the test mixtures and "
                                   "their sources)")
         separators, configs = self.load_separators(args.model_path, cfg, args.config)
-        counting = len(separators) > 1
+        counter = args.count_model and self.load_counter(args.count_model, configs, args.threshold_db)
+        counting = len(separators) > 1 or counter is not None
+        thresholds = model_thresholds(configs, args.threshold_db)
         sample_rate = next(iter(configs.values())).sample_rate
         window, overlap = window_samples(args.window_seconds, args.overlap_seconds, sample_rate)
         num_speakers = None if counting else next(iter(configs))
@@ -151,8 +172,8 @@ class SeparationTask(Task):
                                                               args.mix_type, args.resample, args.downmix))
                                        for path in args.data_dir])
         if counting:
-            rows = evaluate_counting(separators, utterances, sample_rate, args.threshold_db, window, overlap,
-                                     args.batch_size)
+            rows = evaluate_counting(separators, utterances, sample_rate, thresholds, window, overlap,
+                                     args.batch_size, counter=counter)
         else:
             (separate_fn,) = separators.values()
             rows = evaluate_utterances(separate_fn, utterances, sample_rate, window, overlap, args.pesq, args.stoi,
@@ -172,7 +193,9 @@ class SeparationTask(Task):
             "command": command,
         }
         if counting:
-            meta["threshold_db"] = args.threshold_db
+            meta["threshold_db"] = {str(c): t for c, t in thresholds.items()}
+            if counter:
+                meta["counter"] = {"checkpoint": os.path.abspath(args.count_model), "threshold_db": counter.threshold_db}
             meta["unmatched_outputs"] = ("a true source without an output is scored with the mixture as its "
                                          "estimate (0 dB improvement); outputs beyond the true count are not scored")
             return Report(rows, summarize_counting(rows), meta, print_counting_summary, "utterance")

@@ -336,7 +336,7 @@ def test_cli_counts_speakers_on_two_and_three_speaker_folders(checkpoints, mini_
     report = json.load(open(out / "summary.json"))
     confusion = report["summary"]["confusion"]
     assert sum(sum(row.values()) for row in confusion.values()) == 4 and set(confusion) == {"2", "3"}
-    assert report["meta"]["threshold_db"] == -12 and set(report["meta"]["config"]) == {"2", "3"}
+    assert report["meta"]["threshold_db"] == {"2": -12, "3": -12} and set(report["meta"]["config"]) == {"2", "3"}
     if correct:
         assert report["summary"]["si_snri_correct"] == pytest.approx(np.mean([float(r["si_snri"]) for r in correct]),
                                                                      abs=1e-3)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from src.inference.separation import SeparationError, separate_long, separate_whole
-from src.inference.speaker_count import active_outputs, count_and_separate, output_levels_db
+from src.inference.speaker_count import Counter, active_outputs, count_and_separate, output_levels_db
 from src.metrics import best_permutation, si_snr
 
 RATE = 8000
@@ -220,7 +220,7 @@ def test_count_is_stable_at_once_for_three_speakers_and_windowed():
     sources = make_sources(3, 4 * RATE + 55, seed=11)
     mixture = sources.sum(axis=0)
     models = {n: Oracle(sources, range(0, len(mixture), HOP), num_outputs=n, seed=n) for n in (2, 3)}
-    count, estimates, trace = count_and_separate(models, mixture, window=WINDOW, overlap=OVERLAP)
+    count, estimates, trace = count_and_separate(models, mixture, -20.0, window=WINDOW, overlap=OVERLAP)
     assert count == 3 and trace == [(3, 3)] and models[2].calls == []
     np.testing.assert_allclose(match_global_permutation(estimates, sources), sources, atol=1e-6)
 
@@ -229,17 +229,45 @@ def test_count_without_a_model_for_the_count_uses_the_nearest():
     sources = make_sources(1, 2 * RATE, seed=12)
     mixture = sources.sum(axis=0)
     models = {n: Oracle(sources, [0], num_outputs=n, seed=n) for n in (2, 3, 5)}
-    count, estimates, trace = count_and_separate(models, mixture)
+    count, estimates, trace = count_and_separate(models, mixture, -20.0)
     # 5 outputs -> 1 active -> no 1-speaker model, nearest is 2 -> still 1 active: keep the loud one
     assert trace == [(5, 1), (2, 1)] and count == 1 and estimates.shape == (1, mixture.size)
     np.testing.assert_allclose(estimates[0], sources[0], atol=1e-6)
     # 5 outputs, 4 speakers: no 4-speaker model, tie between 3 and 5 goes to the larger
     four = make_sources(4, 2 * RATE, seed=13)
     models = {n: Oracle(four, [0], num_outputs=n, seed=n) for n in (3, 5)}
-    count, estimates, trace = count_and_separate(models, four.sum(axis=0))
+    count, estimates, trace = count_and_separate(models, four.sum(axis=0), -20.0)
     assert trace == [(5, 4)] and count == 4 and estimates.shape == (4, four.shape[1])
     np.testing.assert_allclose(match_global_permutation(estimates, four), four, atol=1e-6)
 
+
+
+def test_a_counter_counts_and_the_model_for_its_count_separates_once():
+    """The counter's active outputs at its own threshold decide; the separators' thresholds and
+    silent outputs do not (the 3-speaker separator here never goes quiet)."""
+    sources = make_sources(2, 2 * RATE, seed=14)
+    mixture = sources.sum(axis=0)
+    models = {n: Oracle(sources, [0], num_outputs=n, seed=n, silent_db=-3.0) for n in (2, 3)}
+    quiet_third = Oracle(sources, [0], num_outputs=3, silent_db=-12.0)
+    count, estimates, trace = count_and_separate(models, mixture, -20.0, counter=Counter(quiet_third, 3, -8.0))
+    assert count == 2 and trace == [(3, 2), (2, None)]
+    assert len(quiet_third.calls) == 1 and len(models[2].calls) == 1 and models[3].calls == []
+    np.testing.assert_allclose(match_global_permutation(estimates, sources), sources, atol=1e-6)
+    # at a threshold below the quiet output the counter finds 3: the 3-speaker model separates
+    count, estimates, trace = count_and_separate(models, mixture, {2: -20.0, 3: -20.0},
+                                                 counter=Counter(quiet_third, 3, -15.0))
+    assert count == 3 and trace == [(3, 3), (3, None)] and estimates.shape == (3, mixture.size)
+    # no model for the count: the nearest separates and keeps its loudest outputs
+    count, estimates, trace = count_and_separate({3: models[3]}, mixture, -20.0, counter=Counter(quiet_third, 3, -8.0))
+    assert count == 2 and trace == [(3, 2), (3, None)]
+    np.testing.assert_allclose(match_global_permutation(estimates, sources), sources, atol=1e-6)
+
+
+def test_each_model_counts_at_its_own_threshold():
+    sources = make_sources(2, 2 * RATE, seed=15)
+    models = {n: Oracle(sources, [0], num_outputs=n, seed=n, silent_db=-12.0) for n in (2, 3)}
+    assert count_and_separate(models, sources.sum(axis=0), {2: -20.0, 3: -8.0})[2] == [(3, 2), (2, 2)]
+    assert count_and_separate(models, sources.sum(axis=0), {2: -8.0, 3: -15.0})[2] == [(3, 3)]
 
 # --- a tiny real SWave ---------------------------------------------------------------------
 

@@ -281,6 +281,12 @@ def test_example_arrays_magnitude_loss_targets():
     np.testing.assert_allclose(noisy_mag, np.abs(stft(pair.noisy, config)), rtol=1e-4, atol=1e-4)
 
 
+def test_an_enhancement_model_counts_no_speakers():
+    from src.errors import UserError
+    with pytest.raises(UserError, match="c.ckpt: --count-model counts speakers, which enhancement models"):
+        EnhancementTask().load_counter("c.ckpt", {})
+
+
 def test_bad_inputs_raise_errors_naming_the_file(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
