@@ -90,7 +90,7 @@ def stem_of_output(name):
     """The input stem whose audio output the file name `name` would be (`<stem>_<suffix>.wav` for
     any task's output names: `_s<k>`, `_enhanced`), else None."""
     from src.tasks import all_tasks
-    suffixes = "|".join(task.output_pattern for task in all_tasks())
+    suffixes = "|".join(task.output_pattern for task in all_tasks() if task.output_pattern)
     match = re.fullmatch(rf"(.+)_({suffixes})\.wav", name)
     return match and match.group(1)
 
@@ -147,7 +147,7 @@ def separate_file(path, task, separators, sample_rate, min_samples, out_dir, win
     threshold_db, counter: as in count_and_separate. AudioError / SeparationError / InputError name
     the problem."""
     from src.audio import write_audio
-    from src.inference.speaker_count import count_and_separate
+    from src.inference.speaker_count import count_and_separate, describe_runs
     from src.inference.windows import separate
 
     stem = output_stem(path)
@@ -161,9 +161,8 @@ def separate_file(path, task, separators, sample_rate, min_samples, out_dir, win
     else:
         num_speakers, estimates, trace = count_and_separate(separators, mixture, threshold_db, window, overlap,
                                                             counter=counter)
-        runs = " then ".join(f"C={c}" + ("" if found is None else f" ({found} active)") for c, found in trace)
-        notes.append(f"{num_speakers} speaker{'s' if num_speakers > 1 else ''} found (models run: "
-                     f"{'counter ' if counter else ''}{runs})")
+        notes.append(f"{num_speakers} speaker{'s' if num_speakers > 1 else ''} found "
+                     f"(models run: {describe_runs(trace)})")
     estimates = task.output_level(mixture, estimates)
     os.makedirs(out_dir, exist_ok=True)
     written = []
@@ -206,7 +205,7 @@ def main(argv=None):
     from src.inference.windows import window_samples
     from src.inference.speaker_count import model_thresholds
     from src.runtime.checkpoint import model_config, pretrained_separation_models
-    from src.tasks import task_of
+    from src.tasks import load_counter, task_of
 
     files, problems = expand_inputs(args.inputs)
     for problem in problems:
@@ -224,7 +223,7 @@ def main(argv=None):
     cfg = model_config(checkpoints[0], args.config)
     task = task_of(cfg)
     separators, configs = task.load_separators(checkpoints, cfg, args.config)
-    counter = count_model and task.load_counter(count_model, configs, args.threshold_db)
+    counter = count_model and load_counter(count_model, configs, args.threshold_db)
     thresholds = model_thresholds(configs, args.threshold_db) if len(separators) > 1 or counter else None
     sample_rate = next(iter(configs.values())).sample_rate
     min_samples = max(task.min_input_samples(cfg) for cfg in configs.values())

@@ -35,7 +35,7 @@ def _path(doc):
     return Key("str", None, null=True, doc=doc)
 
 
-TASKS = ("separation", "enhancement")
+TASKS = ("separation", "enhancement", "counting")
 
 TOP_LEVEL = {
     "task": Key("str", "separation", choices=TASKS),
@@ -58,6 +58,11 @@ MODELS = {
                              "null = as given (svoice)"),
         "lstm": Key("str", "auto", choices=("auto", "fused", "native")),
         "recompute": Key("bool", False),
+    },
+    "countnet": {
+        "speaker_counts": Key("ints", low=1, doc="the speaker counts it tells apart, one score each"),
+        "n_fft": _count(256, low=2), "hop": _count(80, doc="<= n_fft / 2"), "n_mels": _count(40),
+        "channels": _count(128, low=2, doc="width of the dilated convolutions (the first two: half)"),
     },
     "rtransformer": {
         "input_size": _count(doc="= stft bins"), "output_size": _count(doc="= stft bins"),
@@ -84,6 +89,14 @@ DATA = {
         "dynamic_mixing": Key("bool", False, doc="new mixtures from the training sources every epoch"),
         "dm_gain_db": Key("float", 2.5, low=0, doc="dynamic mixing: source gains uniform in +-dm_gain_db"),
         "num_workers": _count(1, doc="data loading workers"),
+    },
+    "counting": {
+        "train_speech": Key("str", doc="single-speaker utterances mixed on the fly (folder searched recursively or "
+                                       "list file), model.speaker_counts speakers at a time"),
+        "valid": Key("str", doc="folder holding Libri<n>Mix/valid for every n of model.speaker_counts "
+                                "(python -m src.data.corpus)"),
+        "steps_per_epoch": _count(500),
+        "dm_gain_db": Key("float", 3.0, low=0, doc="source gains uniform in +-dm_gain_db"),
     },
     "enhancement": {
         **{f"{split}_{kind}": _path(f"{split} {what}: folder (searched recursively) or list file")
@@ -126,6 +139,7 @@ TRAIN_BY_TASK = {
         "level_weight": Key("float", 0.0, low=0, doc="score of an output against a speaker: SI-SNR minus this times "
                                                      "the level error in dB (src/losses/pit_si_snr.py); 0 = svoice's loss"),
     },
+    "counting": {},
     "enhancement": {
         "loss": Key("str", "mask_mse", choices=("mask_mse", "magnitude_mse")),
         "valid_pesq_stoi": Key("bool", False, doc="also PESQ and STOI in validation"),
@@ -146,6 +160,7 @@ COUNTING = {
 SECTIONS_BY_TASK = {   # sections only some tasks have
     "separation": {"counting": COUNTING},
     "enhancement": {"stft": STFT},
+    "counting": {},
 }
 
 

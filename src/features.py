@@ -127,3 +127,14 @@ def mask_target(kind, clean_spectrum, noise_spectrum):
     if kind == "mag_ratio":
         return magnitude_ratio_mask(clean_spectrum, clean_spectrum + noise_spectrum)
     raise ValueError(f"unknown mask target '{kind}' (choose from {', '.join(TARGETS)})")
+
+
+def log_mel(signal, sample_rate, config, n_mels):
+    """Speaker-counting features of `(time,)` -> `(frames, n_mels)` float32: log mel-band energies
+    of the STFT of `config`, minus each band's mean over the frames, so that a gain on the
+    recording (and a fixed channel colouring) changes nothing."""
+    import librosa
+    mel = librosa.filters.mel(sr=sample_rate, n_fft=config.n_fft, n_mels=n_mels)
+    energies = np.square(np.abs(stft(signal, config))) @ mel.T
+    logs = np.log(energies + _TINY)
+    return (logs - logs.mean(axis=0)).astype(np.float32)

@@ -190,7 +190,7 @@ def evaluate_counting(separators, utterances, sample_rate, threshold_db, window=
     separators: {C: separate_fn}; threshold_db, counter: as in count_and_separate. window, overlap,
     batch_size: as in evaluate_utterances.
     A row: key, num_speakers (true), found, models_run (e.g. "3>2": the C of each model run;
-    "counter3>2": counted by a counter with 3 outputs, separated by the 2-speaker model),
+    "counter>2": counted by the counter, separated by the 2-speaker model),
     length, seconds, si_snr, si_snri, sdr, sdri, assignment, missing, extra (see score_with_count),
     or `error`.
     """
@@ -204,7 +204,7 @@ def evaluate_counting(separators, utterances, sample_rate, threshold_db, window=
                 found, est, trace = count_and_separate(separators, utt["mix"], threshold_db, window, overlap,
                                                        batch_size, counter)
                 row["found"] = found
-                row["models_run"] = ("counter" if counter else "") + ">".join(str(c) for c, _ in trace)
+                row["models_run"] = ">".join(str(c) for c, _ in trace)
                 row.update(score_with_count(est, utt["src"], utt["mix"]))
             except (SeparationError, MetricError) as err:
                 row["error"] = str(err)

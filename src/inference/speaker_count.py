@@ -13,9 +13,9 @@ The count can only go down (a model with C outputs has at most C active ones), s
 after at most one run per model. If the last model still has silent outputs (no smaller model
 exists), they are dropped: the result has exactly the counted number of outputs.
 
-A counter (`Counter`: a model trained to count, whose extra outputs go silent on mixtures of
-fewer speakers, but which separates worse) replaces steps 1-4: the count is its number of
-active outputs at its own threshold, and the model for that count (or the nearest) separates,
+A counter replaces steps 1-4: a callable `counter(mixture, window, overlap, batch_size) -> count`,
+e.g. a speaker-count classifier (src/tasks/counting.py) or a separation model used only to count
+(`OutputCounter`: its active outputs). The model for that count (or the nearest) separates,
 once; its surplus outputs are dropped as above.
 
 Each model's threshold is its config's `counting.threshold_db` (-20 dB unless calibrated on dev
@@ -29,11 +29,16 @@ from src.inference.separation import SeparationError
 from src.inference.windows import separate
 
 
-class Counter(NamedTuple):
-    """A model used only to count: `separate_fn` with `num_outputs` outputs, `threshold_db` its threshold."""
+class OutputCounter(NamedTuple):
+    """A separation model used only to count: `separate_fn` with `num_outputs` outputs; the count is
+    its active outputs at `threshold_db` (at least 1)."""
     separate_fn: Callable
     num_outputs: int
     threshold_db: float
+
+    def __call__(self, mixture, window=None, overlap=None, batch_size=1):
+        outputs = separate(self.separate_fn, mixture, self.num_outputs, window, overlap, batch_size)
+        return max(active_outputs(outputs, self.threshold_db), 1)
 
 
 def model_thresholds(configs, threshold_db=None):
@@ -63,6 +68,12 @@ def active_outputs(estimates, threshold_db):
     return int(np.sum(output_levels_db(estimates) >= threshold_db))
 
 
+def describe_runs(trace):
+    """count_and_separate's trace in words: "C=3 (2 active) then C=2 (2 active)", "counter: 2 then C=2"."""
+    return " then ".join(f"counter: {found}" if c == "counter" else f"C={c}" + ("" if found is None else f" ({found} active)")
+                         for c, found in trace)
+
+
 def _nearest_count(count, available):
     """The available count nearest to `count`; ties go to the larger."""
     return min(available, key=lambda c: (abs(c - count), -c))
@@ -75,11 +86,11 @@ def count_and_separate(separators, mixture, threshold_db, window=None, overlap=N
     threshold_db: dB (<= 0) for every model, or {C: dB} for each separator.
     window, overlap, batch_size: passed to `separate_long` (samples); window None = one call
         on the whole mixture.
-    counter: a Counter that counts in place of the separators (they then only separate).
+    counter: counts in place of the separators, which then only separate (module docstring).
     Returns `(count, estimates (count, time), trace)`; trace lists `(C of the model run,
-    active outputs counted)` for each run, in order; with a counter, its run comes first and the
-    separating run counts nothing (None). Only a counter can find more speakers than the largest
-    separator has outputs: the estimates are then that separator's.
+    active outputs counted)` for each run, in order; with a counter, `("counter", count)` and
+    then `(C, None)` for the model that separated. Only a counter can find more speakers than
+    the largest separator has outputs: the estimates are then that separator's.
     """
     if not separators:
         raise SeparationError("no separators given (expected {speaker count: separate_fn})")
@@ -92,12 +103,10 @@ def count_and_separate(separators, mixture, threshold_db, window=None, overlap=N
         return separate(separators[count], mixture, count, window, overlap, batch_size)
 
     if counter is not None:
-        counted = separate(counter.separate_fn, mixture, counter.num_outputs, window, overlap, batch_size)
-        found = active_outputs(counted, counter.threshold_db)
-        del counted   # long recordings: one model's outputs in memory at a time
-        model_count = _nearest_count(max(found, 1), available)
+        found = counter(mixture, window, overlap, batch_size)
+        model_count = _nearest_count(found, available)
         estimates = run(model_count)
-        trace = [(counter.num_outputs, found), (model_count, None)]
+        trace = [("counter", found), (model_count, None)]
     else:
         model_count, trace = available[-1], []
         while True:

@@ -1,5 +1,6 @@
 """Model registry: `build_model(cfg)` -> nn.Cell, chosen by `cfg.model.name`."""
 from src.config import ConfigError
+from src.models.countnet import CountNet
 from src.models.rtransformer import build_rtransformer
 from src.models.swave import SWave
 
@@ -10,9 +11,15 @@ def _build_swave(cfg):
                  recompute=m.recompute, lstm=m.lstm, input_rms=m.input_rms)
 
 
+def _build_countnet(cfg):
+    m = cfg.model
+    return CountNet(m.n_mels, m.channels, len(m.speaker_counts))
+
+
 MODELS = {
     "swave": _build_swave,
     "rtransformer": build_rtransformer,
+    "countnet": _build_countnet,
 }
 
 

@@ -21,7 +21,7 @@ from src.inference.network import MinLengthSeparator, NetworkSeparator
 from src.inference.offline import (OfflineInferenceError, ReplaySeparator, indexed_utterances, run_meta,
                                   write_input_bins)
 from src.inference.separation import at_mixture_level
-from src.inference.speaker_count import Counter, model_thresholds
+from src.inference.speaker_count import OutputCounter, model_thresholds
 from src.inference.windows import plan_windows, window_samples
 from src.losses import SeparationLoss
 from src.metrics import MetricError, score_utterance
@@ -124,8 +124,8 @@ class SeparationTask(Task):
         separate_fn, cfg = self._load_separator(path)
         first = next(iter(configs))
         _check_same_rate(path, cfg, "the separators", configs[first])
-        return Counter(separate_fn, int(cfg.model.C),
-                       cfg.counting.threshold_db if threshold_db is None else threshold_db)
+        return OutputCounter(separate_fn, int(cfg.model.C),
+                             cfg.counting.threshold_db if threshold_db is None else threshold_db)
 
     def _load_separator(self, path, config_path=None, init=False):
         """(separate_fn, config) of one checkpoint; init: set up the MindSpore context from its config."""
@@ -162,7 +162,8 @@ class SeparationTask(Task):
             raise EvaluationError("--data-dir is required for a separation model (the test mixtures and "
                                   "their sources)")
         separators, configs = self.load_separators(args.model_path, cfg, args.config)
-        counter = args.count_model and self.load_counter(args.count_model, configs, args.threshold_db)
+        from src.tasks import load_counter       # every task's counters (the registry imports this module)
+        counter = args.count_model and load_counter(args.count_model, configs, args.threshold_db)
         counting = len(separators) > 1 or counter is not None
         thresholds = model_thresholds(configs, args.threshold_db)
         sample_rate = next(iter(configs.values())).sample_rate
