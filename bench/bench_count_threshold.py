@@ -15,6 +15,8 @@ Libri3Mix test splits), then prints
 2. the counting accuracy of the real procedure (count_and_separate, fed the cached outputs) for
    each threshold, overall and per true count; with --count-model, that model's count alone (its
    active outputs, at least 1), which is what the procedure takes from a counter.
+A counting network (--count-model of a `task: counting` checkpoint) has no outputs and no
+threshold: its accuracy alone is printed.
 The threshold to choose lies between the silent and the active levels.
 """
 import argparse
@@ -37,6 +39,15 @@ class Cached:
         return np.stack([self.outputs[m.tobytes()] for m in batch])
 
 
+def print_classifier_accuracy(counter, args, sample_rate, open_utterances):
+    """Counting accuracy of a counting network, overall and per true count (no threshold)."""
+    found = [(utt["src"].shape[0], counter(np.asarray(utt["mix"], dtype=np.float32)))
+             for path in args.data_dir for utt in open_utterances(path, sample_rate, split=args.split)]
+    true_counts = sorted({n for n, _ in found})
+    print(f"{len(found)} mixtures; counting accuracy {np.mean([f == n for n, f in found]):.3f} ("
+          + ", ".join(f"{t} speakers: {np.mean([f == n for n, f in found if n == t]):.3f}" for t in true_counts) + ")")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     group = parser.add_mutually_exclusive_group(required=True)
@@ -49,11 +60,21 @@ def main():
     args = parser.parse_args()
 
     from src.data.dataset import open_utterances
-    from src.inference.speaker_count import active_outputs, count_and_separate, output_levels_db
+    from src.inference.speaker_count import OutputCounter, active_outputs, count_and_separate, output_levels_db
+    from src.runtime.checkpoint import model_config
+    from src.tasks import load_counter
     from src.tasks.separation import SeparationTask
 
-    separators, configs = SeparationTask().load_separators(args.model_path or [args.count_model], None)
-    sample_rate = next(iter(configs.values())).sample_rate
+    if args.count_model:
+        cfg = model_config(args.count_model)
+        counter = load_counter(args.count_model, {0: cfg})      # {0: cfg}: no separators, its own sample rate
+        if not isinstance(counter, OutputCounter):              # a counting network: no outputs, no threshold
+            return print_classifier_accuracy(counter, args, cfg.sample_rate, open_utterances)
+        separators = {counter.num_outputs: counter.separate_fn}
+    else:
+        separators, configs = SeparationTask().load_separators(args.model_path, None)
+        cfg = next(iter(configs.values()))
+    sample_rate = cfg.sample_rate
     mixtures, outputs, source_levels = [], {c: {} for c in separators}, {}
     for path in args.data_dir:
         for utt in open_utterances(path, sample_rate, split=args.split):

@@ -63,6 +63,7 @@ MODELS = {
         "speaker_counts": Key("ints", low=1, doc="the speaker counts it tells apart, one score each"),
         "n_fft": _count(256, low=2), "hop": _count(80, doc="<= n_fft / 2"), "n_mels": _count(40),
         "channels": _count(128, low=2, doc="width of the dilated convolutions (the first two: half)"),
+        "dropout": Key("float", 0.0, low=0, high=1, high_open=True, doc="before the scoring layer, in training"),
     },
     "rtransformer": {
         "input_size": _count(doc="= stft bins"), "output_size": _count(doc="= stft bins"),
@@ -97,6 +98,9 @@ DATA = {
                                 "(python -m src.data.corpus)"),
         "steps_per_epoch": _count(500),
         "dm_gain_db": Key("float", 3.0, low=0, doc="source gains uniform in +-dm_gain_db"),
+        "mask_bands": _count(0, low=0, doc="training: zero one random run of up to this many mel bands per item "
+                                          "(SpecAugment); 0 = off"),
+        "mask_frames": _count(0, low=0, doc="training: zero one random run of up to this many frames per item; 0 = off"),
     },
     "enhancement": {
         **{f"{split}_{kind}": _path(f"{split} {what}: folder (searched recursively) or list file")

@@ -11,9 +11,9 @@ from src.config import load_config
 from src.data import corpus
 from src.data.layout import find_splits, load_utterance
 from src.inference.separation import separate_whole
-from src.inference.speaker_count import active_outputs
 from src.metrics import score_utterance
 from src.runtime.checkpoint import model_config, pretrained_separation_models
+from src.tasks import load_counter
 from src.tasks.separation import SeparationTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,15 +34,14 @@ def test_sets(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def shipped():
-    """({C: separate_fn}, {C: config}, counter, counter's config)."""
+    """({C: separate_fn}, {C: config}, the speaker counter)."""
     paths, counter_path = pretrained_separation_models()
-    task = SeparationTask()
-    separators, configs = task.load_separators(paths, model_config(paths[0]))
-    return separators, configs, task.load_counter(counter_path, configs), model_config(counter_path)
+    separators, configs = SeparationTask().load_separators(paths, model_config(paths[0]))
+    return separators, configs, load_counter(counter_path, configs)
 
 
 def test_shipped_models_separate_unseen_speakers(test_sets, shipped):
-    separators, configs, _, _ = shipped
+    separators, configs, _ = shipped
     assert sorted(separators) == [2, 3] and all(cfg.sample_rate == 8000 for cfg in configs.values())
     for count, utterances in test_sets.items():
         scores = []
@@ -55,25 +54,20 @@ def test_shipped_models_separate_unseen_speakers(test_sets, shipped):
 def test_shipped_models_bring_mixtures_to_the_level_they_were_trained_at(shipped):
     """model.input_rms of each shipped model (set when released) is the median RMS of the mixtures
     its training config makes (src/data/mixing.py), within 0.5 dB: the level the network knows."""
-    _, configs, _, counter_config = shipped
-    for name, cfg in [(f"swave_{count}spk", cfg) for count, cfg in configs.items()] + [("swave_3spk_count", counter_config)]:
-        train_cfg = load_config(os.path.join(ROOT, "configs", f"{name}.yaml"), [
+    _, configs, _ = shipped
+    for count, cfg in configs.items():
+        train_cfg = load_config(os.path.join(ROOT, "configs", f"swave_{count}spk.yaml"), [
             "data.steps_per_epoch=25", f"data.train_speech={os.path.join(ROOT, 'assets/librispeech_train_8k/train')}"])
         levels = [np.sqrt(np.mean(np.square(mix[:n], dtype=np.float64)))
                   for mixes, _, lengths in SeparationTask().train_batches(train_cfg, 1) for mix, n in zip(mixes, lengths)]
         assert cfg.model.input_rms is not None and len(levels) == 100
-        assert abs(20 * np.log10(cfg.model.input_rms / np.median(levels))) < 0.5, (name, np.median(levels))
+        assert abs(20 * np.log10(cfg.model.input_rms / np.median(levels))) < 0.5, (count, np.median(levels))
 
 
-def test_shipped_counter_counts_unseen_mixtures_at_its_threshold(test_sets, shipped):
-    _, _, counter, counter_config = shipped
-    assert counter.num_outputs == 3 and counter.threshold_db == counter_config.counting.threshold_db < -1
-    correct = []
-    for count, utterances in test_sets.items():
-        for utt in utterances:
-            mix, _ = load_utterance(utt, 8000)
-            outputs = separate_whole(counter.separate_fn, mix, 3)
-            correct.append(max(active_outputs(outputs, counter.threshold_db), 1) == count)
+def test_shipped_counter_counts_unseen_mixtures(test_sets, shipped):
+    _, _, counter = shipped
+    correct = [counter(load_utterance(utt, 8000)[0]) == count for count, utterances in test_sets.items()
+               for utt in utterances]
     assert np.mean(correct) >= MIN_COUNTED, np.mean(correct)
 
 
@@ -87,7 +81,7 @@ def test_separate_without_model_path_uses_the_shipped_models(test_sets, tmp_path
     for mix in mixes:
         stem = os.path.splitext(os.path.basename(mix))[0]
         written = sorted(n for n in os.listdir(tmp_path) if n.startswith(stem + "_s"))
-        assert len(written) in (2, 3) and f"{mix}: {len(written)} speakers found (models run: counter C=3" in out
+        assert len(written) in (2, 3) and f"{mix}: {len(written)} speakers found (models run: counter: " in out
         outputs = [sf.read(os.path.join(tmp_path, n), dtype="float64")[0] for n in written]
         energy = sum(np.sum(np.square(o)) for o in outputs)
         assert abs(10 * np.log10(energy / np.sum(np.square(sf.read(mix, dtype="float64")[0])))) < 0.1

@@ -41,6 +41,34 @@ class OutputCounter(NamedTuple):
         return max(active_outputs(outputs, self.threshold_db), 1)
 
 
+class ClassifierCounter:
+    """A counting network as a counter: `counter(mixture (T,), ...) -> count`.
+
+    net: MindSpore cell `features -> (1, len(counts))` logits; features_fn: `(1, T)` float32 ->
+    its input; window: samples per call (the length it was trained on). A longer mixture is
+    scored in windows of that length, half overlapping, the last one ending at the mixture's end,
+    and the logits are averaged: every call sees what training showed it, and memory stays
+    bounded. (The separation windows passed to a counter do not apply.)"""
+
+    def __init__(self, net, features_fn, counts, window):
+        self.net, self.features_fn, self.counts, self.window = net, features_fn, list(counts), int(window)
+
+    def scores(self, mixture):
+        """Mean logits `(len(counts),)` over the windows of `mixture`."""
+        import mindspore as ms
+        length = len(mixture)
+        extra = max(length - self.window, 0)
+        starts = np.linspace(0, extra, 1 + -(-2 * extra // self.window)).round().astype(int)
+        total = 0.0
+        for start in starts:
+            chunk = np.asarray(mixture[start:start + self.window], dtype=np.float32)
+            total = total + self.net(ms.Tensor(self.features_fn(chunk[None]))).asnumpy()[0]
+        return total / len(starts)
+
+    def __call__(self, mixture, window=None, overlap=None, batch_size=1):
+        return self.counts[int(np.argmax(self.scores(mixture)))]
+
+
 def model_thresholds(configs, threshold_db=None):
     """{C: threshold (dB)} for the models of `configs` ({C: config}): `threshold_db` for every one
     when given, else each model's counting.threshold_db."""

@@ -13,7 +13,7 @@ def _build_swave(cfg):
 
 def _build_countnet(cfg):
     m = cfg.model
-    return CountNet(m.n_mels, m.channels, len(m.speaker_counts))
+    return CountNet(m.n_mels, m.channels, len(m.speaker_counts), m.dropout)
 
 
 MODELS = {

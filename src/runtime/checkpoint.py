@@ -24,7 +24,7 @@ OPTIMIZER_STATE = ("moment1.", "moment2.", "adam_step", "beta1_power", "beta2_po
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                               "pretrained")
 PRETRAINED_SEPARATION = ("swave_2spk.ckpt", "swave_3spk.ckpt")   # pretrained/MODEL_CARD.md
-PRETRAINED_COUNTER = "swave_3spk_counter.ckpt"
+PRETRAINED_COUNTER = "counter_2_3spk.ckpt"
 _EPOCH_RE = re.compile(r"epoch_(\d+)\.ckpt$")
 
 

@@ -9,12 +9,11 @@ every count (data.valid/Libri<n>Mix, split `valid`). It has no outputs of its ow
 score, export or run offline: those stages refuse it with one message.
 
 Config keys used (see configs/counter_2_3spk.yaml): `sample_rate`, `segment` (training crop,
-seconds), `seed`, `model.{speaker_counts,n_fft,hop,n_mels,channels}`, `data.{train_speech,valid,
-steps_per_epoch,dm_gain_db}`, `train.batch_size`.
+seconds), `seed`, `model.{speaker_counts,n_fft,hop,n_mels,channels,dropout}`, `data.{train_speech,
+valid,steps_per_epoch,dm_gain_db,mask_bands,mask_frames}`, `train.batch_size`.
 """
 import os
 
-import mindspore as ms
 import numpy as np
 from mindspore import nn
 
@@ -22,6 +21,7 @@ from src.data.dataset import open_utterances
 from src.data.mixing import SpeechMixer, load_speakers
 from src.errors import UserError
 from src.features import StftConfig, log_mel
+from src.inference.speaker_count import ClassifierCounter
 from src.models import build_model
 from src.runtime.checkpoint import load_model
 from src.runtime.device import combine_means
@@ -38,6 +38,25 @@ def features_of(mixtures, cfg):
     return np.stack([log_mel(m, cfg.sample_rate, stft, cfg.model.n_mels) for m in mixtures])
 
 
+def _masked(features, max_bands, max_frames, rng):
+    """`features (B, frames, bands)` with one random run of up to `max_bands` bands and one of up to
+    `max_frames` frames set to 0 (the mean, after log_mel) in each item (SpecAugment)."""
+    for item in features:
+        for axis, most in ((1, max_bands), (0, max_frames)):
+            width = int(rng.integers(0, most + 1)) if most else 0
+            start = int(rng.integers(0, item.shape[axis] - width + 1))
+            index = [slice(None), slice(None)]
+            index[axis] = slice(start, start + width)
+            item[tuple(index)] = 0.0
+    return features
+
+
+def classifier_counter(net, cfg):
+    """The counting network `net` of `cfg` as a counter (src/inference/speaker_count.py)."""
+    return ClassifierCounter(net, lambda mixtures: features_of(mixtures, cfg), cfg.model.speaker_counts,
+                             int(round(cfg.segment * cfg.sample_rate)))
+
+
 class CountLoss(nn.Cell):
     """`(logits (B, counts), count index (B,), lengths)` -> mean cross-entropy (lengths unused:
     the crops of long training utterances are full)."""
@@ -48,29 +67,6 @@ class CountLoss(nn.Cell):
 
     def construct(self, logits, labels, lengths):
         return self.cross_entropy(logits, labels)
-
-
-class ClassifierCounter:
-    """A counting network as the counter of count_and_separate: `counter(mixture (T,), window,
-    overlap, batch_size) -> count`. A mixture longer than `window` samples is scored in windows of
-    that length (hop window - overlap) and the scores averaged, so memory stays bounded."""
-
-    def __init__(self, net, cfg):
-        self.net, self.cfg = net, cfg
-        self.counts = list(cfg.model.speaker_counts)
-
-    def scores(self, mixture, window=None, overlap=None):
-        """Mean logits `(num_counts,)` over the windows of `mixture`."""
-        length = len(mixture)
-        starts = [0] if window is None or length <= window else range(0, length - overlap, window - overlap)
-        total = 0.0
-        for start in starts:
-            chunk = np.asarray(mixture[start:start + (window or length)], dtype=np.float32)
-            total = total + self.net(ms.Tensor(features_of(chunk[None], self.cfg))).asnumpy()[0]
-        return total / len(starts)
-
-    def __call__(self, mixture, window=None, overlap=None, batch_size=1):
-        return self.counts[int(np.argmax(self.scores(mixture, window, overlap)))]
 
 
 class CountingTask(Task):
@@ -89,10 +85,12 @@ class CountingTask(Task):
         speech = str(cfg.data.train_speech)
         mixer = SpeechMixer(load_speakers(speech, cfg.sample_rate), max(counts), int(round(cfg.segment * cfg.sample_rate)),
                             cfg.data.dm_gain_db, cfg.seed, where=speech, speaker_counts=counts)
-        for mix, sources, lengths in mixer.epoch_batches(epoch, cfg.data.steps_per_epoch, cfg.train.batch_size,
-                                                         num_shards, shard_id):
+        batches = mixer.epoch_batches(epoch, cfg.data.steps_per_epoch, cfg.train.batch_size, num_shards, shard_id)
+        for step, (mix, sources, lengths) in enumerate(batches):
             active = np.sum(np.any(sources != 0, axis=-1), axis=-1)
-            yield features_of(mix, cfg), np.asarray([counts.index(n) for n in active], np.int32), lengths
+            features = _masked(features_of(mix, cfg), cfg.data.mask_bands, cfg.data.mask_frames,
+                               np.random.default_rng([cfg.seed, epoch, step, shard_id, 1]))
+            yield features, np.asarray([counts.index(n) for n in active], np.int32), lengths
 
     def validation_mixtures(self, cfg):
         """[(true count, mixture (T,))] of the dev split of every count (data.valid/Libri<n>Mix)."""
@@ -105,7 +103,7 @@ class CountingTask(Task):
 
     def validate(self, net, cfg, info=None):
         """Share of the dev mixtures counted right; score = that accuracy."""
-        counter = ClassifierCounter(net, cfg)
+        counter = classifier_counter(net, cfg)
         rank, size = (info.rank, info.group_size) if info is not None else (0, 1)
         right = [counter(mix) == count for i, (count, mix) in enumerate(self.validation_mixtures(cfg)) if i % size == rank]
         (accuracy,), _ = combine_means([sum(right)], len(right), info)
@@ -119,7 +117,7 @@ class CountingTask(Task):
         rate = next(iter(configs.values())).sample_rate
         if cfg.sample_rate != rate:
             raise UserError(f"{path}: counts at {cfg.sample_rate} Hz but the separators work at {rate} Hz")
-        return ClassifierCounter(net, cfg)
+        return classifier_counter(net, cfg)
 
     def _refuse(self, what):
         raise CountingModelError(f"a speaker-counting model cannot {what}; give it as --count-model beside "
