@@ -35,7 +35,7 @@ def test_bad_overrides_are_explained():
 def test_every_shipped_config_loads():
     for name in os.listdir(os.path.join(ROOT, "configs")):
         cfg = load_config(os.path.join(ROOT, "configs", name))
-        assert cfg.task in ("separation", "enhancement"), name
+        assert cfg.task in ("separation", "enhancement", "counting"), name
         build_lr_schedule(cfg.train)
 
 
@@ -72,8 +72,8 @@ def test_lr_schedules():
     ("data.dm_gain_db=-1", "data.dm_gain_db: must be a number >= 0"),
     ("data.steps_per_epoch=0", "data.steps_per_epoch: must be an integer >= 1"),
     ("train.lr_decay.type=multistep", "multistep needs milestones and one more value"),
-    ("task=translation", "task: 'translation' is not a known task (known: separation, enhancement)"),
-    ("model.name=tasnet", "model.name: 'tasnet' is not a known model (known: swave, rtransformer)"),
+    ("task=translation", "task: 'translation' is not a known task (known: separation, enhancement, counting)"),
+    ("model.name=tasnet", "model.name: 'tasnet' is not a known model (known: swave, countnet, rtransformer)"),
 ])
 def test_schema_refuses_unknown_keys_wrong_types_and_ranges(override, message):
     with pytest.raises(ConfigError) as err:

@@ -22,7 +22,7 @@ FIRST = 20     # test mixtures scored here (of 100)
 # (a loader, an inference graph or a data change that breaks separation falls far below)
 MIN_SI_SNRI = {2: 3.58 - 0.5, 3: 2.39 - 0.5}
 # the counter's accuracy on the first FIRST test mixtures of each count, measured at release, less 10 %
-MIN_COUNTED = 1.01 - 0.10
+MIN_COUNTED = 0.80 - 0.10
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,8 @@ def main(argv=None):
         raise
     os.replace(candidate, args.out)
     state = read_checkpoint(args.out)[1].get("state", {})
-    print(f"{args.out}: {cfg.model.name} C={cfg.model.C}, {os.path.getsize(args.out) / 1e6:.1f} MB, "
+    outputs = f" C={cfg.model.C}" if "C" in cfg.model else ""
+    print(f"{args.out}: {cfg.model.name}{outputs}, {os.path.getsize(args.out) / 1e6:.1f} MB, "
           f"epoch {state.get('epoch')}, step {state.get('step')}, best validation score {state.get('best_score')}")
     return 0
 

@@ -172,16 +172,7 @@ class SeparationTask(Task):
         utterances = chain_utterances([(path, open_utterances(path, sample_rate, num_speakers, args.split,
                                                               args.mix_type, args.resample, args.downmix))
                                        for path in args.data_dir])
-        if counting:
-            rows = evaluate_counting(separators, utterances, sample_rate, thresholds, window, overlap,
-                                     args.batch_size, counter=counter)
-        else:
-            (separate_fn,) = separators.values()
-            rows = evaluate_utterances(separate_fn, utterances, sample_rate, window, overlap, args.pesq, args.stoi,
-                                       batch_size=args.batch_size)
-        if not rows:
-            raise EvaluationError(f"no utterances in {', '.join(args.data_dir)}")
-        meta = {
+        meta = {      # before the run: nothing after it may fail
             "checkpoint": [os.path.abspath(p) for p in args.model_path] if counting
             else os.path.abspath(args.model_path[0]),
             "config": {str(c): cfg.to_dict() for c, cfg in configs.items()} if counting
@@ -195,10 +186,18 @@ class SeparationTask(Task):
         }
         if counting:
             meta["threshold_db"] = {str(c): t for c, t in thresholds.items()}
-            if counter:
-                meta["counter"] = {"checkpoint": os.path.abspath(args.count_model), "threshold_db": counter.threshold_db}
+            meta["count_model"] = args.count_model and os.path.abspath(args.count_model)
             meta["unmatched_outputs"] = ("a true source without an output is scored with the mixture as its "
                                          "estimate (0 dB improvement); outputs beyond the true count are not scored")
+            rows = evaluate_counting(separators, utterances, sample_rate, thresholds, window, overlap,
+                                     args.batch_size, counter=counter)
+        else:
+            (separate_fn,) = separators.values()
+            rows = evaluate_utterances(separate_fn, utterances, sample_rate, window, overlap, args.pesq, args.stoi,
+                                       batch_size=args.batch_size)
+        if not rows:
+            raise EvaluationError(f"no utterances in {', '.join(args.data_dir)}")
+        if counting:
             return Report(rows, summarize_counting(rows), meta, print_counting_summary, "utterance")
         return Report(rows, summarize(rows), meta, print_summary, "utterance")
 

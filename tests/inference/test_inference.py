@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from src.inference.separation import SeparationError, separate_long, separate_whole
-from src.inference.speaker_count import Counter, active_outputs, count_and_separate, output_levels_db
+from src.inference.speaker_count import OutputCounter, active_outputs, count_and_separate, output_levels_db
 from src.metrics import best_permutation, si_snr
 
 RATE = 8000
@@ -249,17 +249,17 @@ def test_a_counter_counts_and_the_model_for_its_count_separates_once():
     mixture = sources.sum(axis=0)
     models = {n: Oracle(sources, [0], num_outputs=n, seed=n, silent_db=-3.0) for n in (2, 3)}
     quiet_third = Oracle(sources, [0], num_outputs=3, silent_db=-12.0)
-    count, estimates, trace = count_and_separate(models, mixture, -20.0, counter=Counter(quiet_third, 3, -8.0))
-    assert count == 2 and trace == [(3, 2), (2, None)]
+    count, estimates, trace = count_and_separate(models, mixture, -20.0, counter=OutputCounter(quiet_third, 3, -8.0))
+    assert count == 2 and trace == [("counter", 2), (2, None)]
     assert len(quiet_third.calls) == 1 and len(models[2].calls) == 1 and models[3].calls == []
     np.testing.assert_allclose(match_global_permutation(estimates, sources), sources, atol=1e-6)
     # at a threshold below the quiet output the counter finds 3: the 3-speaker model separates
     count, estimates, trace = count_and_separate(models, mixture, {2: -20.0, 3: -20.0},
-                                                 counter=Counter(quiet_third, 3, -15.0))
-    assert count == 3 and trace == [(3, 3), (3, None)] and estimates.shape == (3, mixture.size)
+                                                 counter=OutputCounter(quiet_third, 3, -15.0))
+    assert count == 3 and trace == [("counter", 3), (3, None)] and estimates.shape == (3, mixture.size)
     # no model for the count: the nearest separates and keeps its loudest outputs
-    count, estimates, trace = count_and_separate({3: models[3]}, mixture, -20.0, counter=Counter(quiet_third, 3, -8.0))
-    assert count == 2 and trace == [(3, 2), (3, None)]
+    count, estimates, trace = count_and_separate({3: models[3]}, mixture, -20.0, counter=OutputCounter(quiet_third, 3, -8.0))
+    assert count == 2 and trace == [("counter", 2), (3, None)]
     np.testing.assert_allclose(match_global_permutation(estimates, sources), sources, atol=1e-6)
 
 

@@ -83,8 +83,10 @@ def trained_counter(mini_librimix, tmp_path_factory):
 
 def test_trained_counter_counts_for_separate_and_refuses_to_separate(trained_counter, mini_librimix, tmp_path,
                                                                     capsys):
+    import csv
     import json
 
+    import evaluate
     import separate
     from src.runtime.checkpoint import model_config
     from src.tasks import load_counter
@@ -102,6 +104,12 @@ def test_trained_counter_counts_for_separate_and_refuses_to_separate(trained_cou
                           str(tmp_path / "out")]) == 0
     assert f"{found} speaker" in capsys.readouterr().out
     assert len(os.listdir(tmp_path / "out")) == 2          # the only separator's two outputs
+    assert evaluate.main(["--model-path", tiny_separator, "--count-model", ckpt, "--data-dir",
+                          os.path.join(mini_librimix, "Libri3Mix"), "--out-dir", str(tmp_path / "eval")]) in (0, None)
+    report = json.load(open(tmp_path / "eval" / "summary.json"))
+    assert report["meta"]["count_model"] == os.path.abspath(ckpt) and report["summary"]["count"] == 12
+    with open(tmp_path / "eval" / "per_utterance.csv") as f:
+        assert {row["models_run"] for row in csv.DictReader(f)} == {"counter>2"}
     with pytest.raises(CountingModelError, match="cannot separate; give it as --count-model"):
         separate.main([path, "--model-path", ckpt, "--out-dir", str(tmp_path / "out2")])
     with pytest.raises(CountingModelError, match="cannot separate"):
