@@ -191,6 +191,15 @@ def stored_config(meta):
     return check_config(Config(yaml_load(meta["config"]))) if "config" in meta else None
 
 
+def config_for(meta, path, config_path=None):
+    """The config of checkpoint `path` (`meta` as read_checkpoint returns it): the yaml `config_path`
+    when given, else the stored one; CheckpointError when there is none."""
+    cfg = load_config(config_path) if config_path else stored_config(meta)
+    if cfg is None:
+        raise CheckpointError(f"{path}: holds no config; pass one with -c CONFIG")
+    return cfg
+
+
 def model_config(checkpoint, config_path=None):
     """The config of a model: `config_path` (a yaml) when given, else the one stored in
     `checkpoint` (None when it holds none)."""
@@ -213,9 +222,7 @@ def load_model(ckpt_path, cfg=None):
     checkpoint unless `cfg` is given (needed for checkpoints written by other tools).
     Returns (net, cfg)."""
     params, meta = read_checkpoint(ckpt_path)
-    cfg = cfg or stored_config(meta)
-    if cfg is None:
-        raise CheckpointError(f"{ckpt_path}: holds no config; pass one with -c CONFIG")
+    cfg = cfg or config_for(meta, ckpt_path)
     return network_from(params, cfg, ckpt_path), cfg
 
 

@@ -10,7 +10,6 @@ import os
 
 import numpy as np
 
-from src.config import load_config
 from src.data.dataset import chain_utterances, create_train_dataset, iterate_utterances, open_utterances
 from src.data.mixing import SpeechMixer, load_speakers
 from src.evaluation.report import EvaluationError, Report
@@ -26,7 +25,7 @@ from src.inference.windows import plan_windows, window_samples
 from src.losses import SeparationLoss
 from src.metrics import MetricError, score_utterance
 from src.models import build_model
-from src.runtime.checkpoint import CheckpointError, network_from, read_checkpoint, stored_config
+from src.runtime.checkpoint import config_for, network_from, read_checkpoint
 from src.runtime.device import combine_means, init_context
 from src.tasks.base import Task
 
@@ -130,9 +129,7 @@ class SeparationTask(Task):
     def _load_separator(self, path, config_path=None, init=False):
         """(separate_fn, config) of one checkpoint; init: set up the MindSpore context from its config."""
         params, meta = read_checkpoint(path)
-        cfg = load_config(config_path) if config_path else stored_config(meta)
-        if cfg is None:
-            raise CheckpointError(f"{path}: holds no config; pass one with -c CONFIG")
+        cfg = config_for(meta, path, config_path)
         if cfg.get("task", self.name) != self.name:
             raise EvaluationError(f"{path}: is a '{cfg.task}' model, not a speech separation model")
         if init:
