@@ -119,12 +119,12 @@ class CountingTask(Task):
             raise UserError(f"{path}: counts at {cfg.sample_rate} Hz but the separators work at {rate} Hz")
         return classifier_counter(net, cfg)
 
-    def _refuse(self, what):
-        raise CountingModelError(f"a speaker-counting model cannot {what}; give it as --count-model beside "
-                                 "separation models (separate.py, evaluate.py)")
+    def _refuse(self, what, path=None):
+        raise CountingModelError(f"{path + ': ' if path else ''}a speaker-counting model cannot {what}; give it as "
+                                 "--count-model beside separation models (separate.py, evaluate.py)")
 
     def load_separators(self, checkpoints, cfg, config_path=None):
-        self._refuse("separate")
+        self._refuse("separate", checkpoints[0])
 
     def min_input_samples(self, cfg):
         return int(cfg.model.n_fft)
@@ -136,7 +136,7 @@ class CountingTask(Task):
         self._refuse("plot outputs")
 
     def evaluate(self, args, cfg, command):
-        self._refuse("be scored alone")
+        self._refuse("be scored alone", args.model_path[0])
 
     def export_graph(self, cfg):
         self._refuse("be exported (yet)")
@@ -145,10 +145,10 @@ class CountingTask(Task):
         self._refuse("run offline (yet)")
 
     def check_offline_inputs(self, input_shape, index, model_path, bin_dir):
-        self._refuse("run offline (yet)")
+        self._refuse("run offline (yet)", model_path)
 
     def check_offline_output(self, output, inputs, index, model_path, name):
-        self._refuse("run offline (yet)")
+        self._refuse("run offline (yet)", model_path)
 
     def score_offline(self, index, run, args, command):
         self._refuse("run offline (yet)")

@@ -110,7 +110,7 @@ def test_trained_counter_counts_for_separate_and_refuses_to_separate(trained_cou
     assert report["meta"]["count_model"] == os.path.abspath(ckpt) and report["summary"]["count"] == 12
     with open(tmp_path / "eval" / "per_utterance.csv") as f:
         assert {row["models_run"] for row in csv.DictReader(f)} == {"counter>2"}
-    with pytest.raises(CountingModelError, match="cannot separate; give it as --count-model"):
+    with pytest.raises(CountingModelError, match=f"{ckpt}: a speaker-counting model cannot separate; give it as"):
         separate.main([path, "--model-path", ckpt, "--out-dir", str(tmp_path / "out2")])
     with pytest.raises(CountingModelError, match="cannot separate"):
         CountingTask().load_separators([ckpt], cfg)
