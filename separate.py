@@ -20,7 +20,7 @@ the network's mask on the noisy magnitude, the noisy phase, inverse STFT; same w
 
 Several checkpoints (one per speaker count): the number of speakers of each input is found
 (src/inference/speaker_count.py) and as many files are written; --count-model CKPT: a model that
-only counts (its active outputs), the others separate. Without --model-path, the shipped 2- and
+only counts (a counting model, or a separation model by its active outputs), the others separate. Without --model-path, the shipped 2- and
 3-speaker models and the shipped counter (pretrained/, see pretrained/MODEL_CARD.md) are used that way.
 
 An input that cannot be read, is empty, too short or silent is reported by name and skipped;

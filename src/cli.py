@@ -55,8 +55,9 @@ def _threshold_db(text):
 def add_counting_arguments(parser):
     """--count-model and --threshold-db (speaker counting in evaluate.py and separate.py)."""
     parser.add_argument("--count-model", metavar="CKPT",
-                        help="a model that only counts the speakers (its active outputs); the separators for that "
-                             "count then separate (src/inference/speaker_count.py)")
+                        help="a model that only counts the speakers (a counting model, e.g. the shipped "
+                             "pretrained/counter_2_3spk.ckpt, or a separation model by its active outputs); the "
+                             "separator for that count then separates (src/inference/speaker_count.py)")
     parser.add_argument("--threshold-db", type=_threshold_db,
                         help="speaker counting: an output counts as a speaker when its energy is at least this many "
                              "dB relative to the loudest output; default: each model's own counting.threshold_db "

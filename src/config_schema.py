@@ -187,6 +187,9 @@ def relation_problems(cfg):
         return ["data.speaker_counts: only used when training from data.train_speech, which is not set"]
     if counts and max(counts) > cfg.model.C:
         return [f"data.speaker_counts: {counts} has more speakers than the model's outputs (model.C={cfg.model.C})"]
+    if cfg.model.name == "countnet" and cfg.model.hop > cfg.model.n_fft // 2:
+        return [f"model.hop: {cfg.model.hop} is more than half of model.n_fft={cfg.model.n_fft} (frames would skip "
+                "samples)"]
     decay = cfg.train.lr_decay
     if decay.type == "multistep" and len(decay["values"] or []) != len(decay.milestones or []) + 1:
         return ["train.lr_decay: multistep needs milestones and one more value than milestones, got "

@@ -60,6 +60,8 @@ CASES = [
     ("config-speaker-counts-above-C", "train",
      train_args("data.train_speech={speech}", "data.speaker_counts=[2,3]"), 2,
      "data.speaker_counts: [2, 3] has more speakers than the model's outputs (model.C=2)", ["{out}/exp"]),
+    ("config-counter-hop-above-half-window", "train", ["-c", "{counter_cfg}", "model.hop=200", "experiment_dir={out}/exp"],
+     2, "model.hop: 200 is more than half of model.n_fft=256", ["{out}/exp"]),
     ("config-section-replaced", "train", train_args("train=5"), 2, "train: must be a section", ["{out}/exp"]),
     ("config-fractional-batch", "train", train_args("train.batch_size=2.5"), 2,
      "train.batch_size: must be an integer >= 1, got 2.5", ["{out}/exp"]),
@@ -156,7 +158,7 @@ def places(tmp_path_factory, mini_librimix, tiny_data):
     sf.write(rec / "rec_s1.wav", np.zeros(rate), rate)
     (existing / "rec_s1_s1.wav").write_bytes(b"an earlier output")
     (tmp / "afile").write_text("a regular file")
-    return {"cfg": os.path.join(ROOT, "configs/demo.yaml"), "speech": os.path.join(ROOT, "assets/librispeech_train_8k/train"),
+    return {"cfg": os.path.join(ROOT, "configs/demo.yaml"), "counter_cfg": os.path.join(ROOT, "configs/counter_2_3spk.yaml"), "speech": os.path.join(ROOT, "assets/librispeech_train_8k/train"),
             "train": f"{tiny_data}/train.mindrecord0",
             "valid": f"{tiny_data}/valid.mindrecord0", "silent_valid": str(tmp / "silent_mr" / "valid.mindrecord0"),
             "silent_split": str(silent_split), "broken_split": str(broken_split), "silent_key": key,
