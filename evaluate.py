@@ -101,12 +101,12 @@ def main(argv=None):
     args = parse_args(argv)
     from src.evaluation.report import publish
     from src.runtime.checkpoint import model_config
-    from src.tasks import task_of
+    from src.tasks import load_counter, task_of
 
     cfg = model_config(args.model_path[0], args.config)
     task = task_of(cfg)
     out_dir = output_dir(args)
-    return publish(task.evaluate(args, cfg, _command(argv)), out_dir)
+    return publish(task.evaluate(args, cfg, _command(argv), load_counter), out_dir)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ Training targets (per time-frequency unit, all in [0, 1], matching the sigmoid o
 - `mag_ratio`: |S| / |Y| of clean over noisy (Y = S + N) magnitude, clipped to [0, 1]
   (the "FFT mask" of the same paper, clipped); applied to |Y| it gives |S| where it is <= 1.
 """
+import librosa
 import numpy as np
 
 TARGETS = ("irm", "mag_ratio")
@@ -133,7 +134,6 @@ def log_mel(signal, sample_rate, config, n_mels):
     """Speaker-counting features of `(time,)` -> `(frames, n_mels)` float32: log mel-band energies
     of the STFT of `config`, minus each band's mean over the frames, so that a gain on the
     recording (and a fixed channel colouring) changes nothing."""
-    import librosa
     mel = librosa.filters.mel(sr=sample_rate, n_fft=config.n_fft, n_mels=n_mels)
     energies = np.square(np.abs(stft(signal, config))) @ mel.T
     logs = np.log(energies + _TINY)

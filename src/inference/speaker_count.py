@@ -23,6 +23,7 @@ mixtures); the user may set one for all.
 """
 from typing import Callable, NamedTuple
 
+import mindspore as ms
 import numpy as np
 
 from src.inference.separation import SeparationError
@@ -55,7 +56,6 @@ class ClassifierCounter:
 
     def scores(self, mixture):
         """Mean logits `(len(counts),)` over the windows of `mixture`."""
-        import mindspore as ms
         length = len(mixture)
         extra = max(length - self.window, 0)
         starts = np.linspace(0, extra, 1 + -(-2 * extra // self.window)).round().astype(int)

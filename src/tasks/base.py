@@ -65,8 +65,9 @@ class Task(ABC):
 
     # ---- evaluation (evaluate.py)
     @abstractmethod
-    def evaluate(self, args, cfg, command):
-        """Score the checkpoints of evaluate.py's `args` (first config `cfg`) -> src.evaluation.report.Report."""
+    def evaluate(self, args, cfg, command, load_counter):
+        """Score the checkpoints of evaluate.py's `args` (first config `cfg`) -> src.evaluation.report.Report.
+        load_counter: `src.tasks.load_counter`, for `--count-model` (a counter of any task)."""
 
     # ---- export (export.py)
     @abstractmethod

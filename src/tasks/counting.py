@@ -135,7 +135,7 @@ class CountingTask(Task):
     def plot_labels(self, count):
         self._refuse("plot outputs")
 
-    def evaluate(self, args, cfg, command):
+    def evaluate(self, args, cfg, command, load_counter):
         self._refuse("be scored alone", args.model_path[0])
 
     def export_graph(self, cfg):

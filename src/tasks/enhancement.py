@@ -155,7 +155,7 @@ class EnhancementTask(Task):
         return ["noisy"] + ["enhanced"] * count
 
     # ---------------------------------------------------------------- evaluation
-    def evaluate(self, args, cfg, command):
+    def evaluate(self, args, cfg, command, load_counter):
         """evaluate.py on an enhancement checkpoint: the config's (or --data-dir's) fixed pairs, scored whole."""
         if args.count_model:
             self.load_counter(args.count_model, None)    # refused: nothing to count

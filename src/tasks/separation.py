@@ -152,14 +152,13 @@ class SeparationTask(Task):
         return ["mixture"] + [f"speaker {i + 1}" for i in range(count)]
 
     # ---------------------------------------------------------------- evaluation
-    def evaluate(self, args, cfg, command):
+    def evaluate(self, args, cfg, command, load_counter):
         """evaluate.py on separation checkpoints: one model scores every utterance (best permutation);
         several (one per speaker count) run the speaker-counting procedure."""
         if not args.data_dir:
             raise EvaluationError("--data-dir is required for a separation model (the test mixtures and "
                                   "their sources)")
         separators, configs = self.load_separators(args.model_path, cfg, args.config)
-        from src.tasks import load_counter       # every task's counters (the registry imports this module)
         counter = args.count_model and load_counter(args.count_model, configs, args.threshold_db)
         counting = len(separators) > 1 or counter is not None
         thresholds = model_thresholds(configs, args.threshold_db)
