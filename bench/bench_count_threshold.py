@@ -60,7 +60,7 @@ def main():
     args = parser.parse_args()
 
     from src.data.dataset import open_utterances
-    from src.inference.speaker_count import OutputCounter, active_outputs, count_and_separate, output_levels_db
+    from src.inference.speaker_count import OutputCounter, count_and_separate, output_levels_db
     from src.runtime.checkpoint import model_config
     from src.tasks import load_counter
     from src.tasks.separation import SeparationTask
@@ -107,8 +107,8 @@ def main():
     print("  threshold  overall  " + "  ".join(f"{t} spk" for t in true_counts))
     for threshold in args.thresholds:
         if args.count_model:
-            (counted,) = outputs.values()
-            found = [(n, max(active_outputs(counted[m.tobytes()], threshold), 1)) for n, m in mixtures]
+            (c, separate_fn), = cached.items()
+            found = [(n, OutputCounter(separate_fn, c, threshold)(m)) for n, m in mixtures]
         else:
             found = [(n, count_and_separate(cached, m, threshold)[0]) for n, m in mixtures]
         per_count = [np.mean([f == n for n, f in found if n == t]) for t in true_counts]

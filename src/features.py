@@ -21,6 +21,8 @@ Training targets (per time-frequency unit, all in [0, 1], matching the sigmoid o
 - `mag_ratio`: |S| / |Y| of clean over noisy (Y = S + N) magnitude, clipped to [0, 1]
   (the "FFT mask" of the same paper, clipped); applied to |Y| it gives |S| where it is <= 1.
 """
+import functools
+
 import librosa
 import numpy as np
 
@@ -130,11 +132,17 @@ def mask_target(kind, clean_spectrum, noise_spectrum):
     raise ValueError(f"unknown mask target '{kind}' (choose from {', '.join(TARGETS)})")
 
 
+@functools.lru_cache(maxsize=4)
+def _mel_filters(sample_rate, n_fft, n_mels):
+    """librosa's mel filterbank `(n_mels, n_fft // 2 + 1)`, built once per setting (log_mel runs per
+    training item and per counter window)."""
+    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
+
+
 def log_mel(signal, sample_rate, config, n_mels):
     """Speaker-counting features of `(time,)` -> `(frames, n_mels)` float32: log mel-band energies
     of the STFT of `config`, minus each band's mean over the frames, so that a gain on the
     recording (and a fixed channel colouring) changes nothing."""
-    mel = librosa.filters.mel(sr=sample_rate, n_fft=config.n_fft, n_mels=n_mels)
-    energies = np.square(np.abs(stft(signal, config))) @ mel.T
+    energies = np.square(np.abs(stft(signal, config))) @ _mel_filters(sample_rate, config.n_fft, n_mels).T
     logs = np.log(energies + _TINY)
     return (logs - logs.mean(axis=0)).astype(np.float32)

@@ -69,10 +69,15 @@ class ClassifierCounter:
         return self.counts[int(np.argmax(self.scores(mixture)))]
 
 
+def model_threshold(cfg, threshold_db=None):
+    """The counting threshold (dB) of a separation model of config `cfg`: `threshold_db` when given,
+    else its counting.threshold_db."""
+    return cfg.counting.threshold_db if threshold_db is None else threshold_db
+
+
 def model_thresholds(configs, threshold_db=None):
-    """{C: threshold (dB)} for the models of `configs` ({C: config}): `threshold_db` for every one
-    when given, else each model's counting.threshold_db."""
-    return {c: cfg.counting.threshold_db if threshold_db is None else threshold_db for c, cfg in configs.items()}
+    """{C: model_threshold} for the models of `configs` ({C: config})."""
+    return {c: model_threshold(cfg, threshold_db) for c, cfg in configs.items()}
 
 
 def output_levels_db(estimates):

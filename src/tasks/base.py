@@ -8,6 +8,14 @@ one module here (a Task subclass, registered in src/tasks/__init__.py) plus its 
 from abc import ABC, abstractmethod
 
 from src.errors import UserError
+from src.evaluation.report import EvaluationError
+
+
+def check_same_rate(path, cfg, other_path, other_cfg):
+    """Refuse the model of `path` (config `cfg`) beside `other_path`'s at another sample rate."""
+    if cfg.sample_rate != other_cfg.sample_rate:
+        raise EvaluationError(f"{path}: works at {cfg.sample_rate} Hz but {other_path} at {other_cfg.sample_rate} Hz; "
+                              "speaker counting needs models at one sample rate")
 
 
 class Task(ABC):

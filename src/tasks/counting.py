@@ -25,7 +25,7 @@ from src.inference.speaker_count import ClassifierCounter
 from src.models import build_model
 from src.runtime.checkpoint import load_model
 from src.runtime.device import combine_means
-from src.tasks.base import Task
+from src.tasks.base import Task, check_same_rate
 
 
 class CountingModelError(UserError):
@@ -114,9 +114,7 @@ class CountingTask(Task):
         """The counting model of `path` (threshold_db does not apply); its sample rate must be the
         separators' (`configs`)."""
         net, cfg = load_model(path)
-        rate = next(iter(configs.values())).sample_rate
-        if cfg.sample_rate != rate:
-            raise UserError(f"{path}: counts at {cfg.sample_rate} Hz but the separators work at {rate} Hz")
+        check_same_rate(path, cfg, "the separators", next(iter(configs.values())))
         return classifier_counter(net, cfg)
 
     def _refuse(self, what, path=None):

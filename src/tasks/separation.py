@@ -20,22 +20,16 @@ from src.inference.network import MinLengthSeparator, NetworkSeparator
 from src.inference.offline import (OfflineInferenceError, ReplaySeparator, indexed_utterances, run_meta,
                                   write_input_bins)
 from src.inference.separation import at_mixture_level
-from src.inference.speaker_count import OutputCounter, model_thresholds
+from src.inference.speaker_count import OutputCounter, model_threshold, model_thresholds
 from src.inference.windows import plan_windows, window_samples
 from src.losses import SeparationLoss
 from src.metrics import MetricError, score_utterance
 from src.models import build_model
 from src.runtime.checkpoint import config_for, network_from, read_checkpoint
 from src.runtime.device import combine_means, init_context
-from src.tasks.base import Task
+from src.tasks.base import Task, check_same_rate
 
 log = logging.getLogger("gdprnn")
-
-
-def _check_same_rate(path, cfg, other_path, other_cfg):
-    if cfg.sample_rate != other_cfg.sample_rate:
-        raise EvaluationError(f"{path}: works at {cfg.sample_rate} Hz but {other_path} at {other_cfg.sample_rate} Hz; "
-                              "speaker counting needs models at one sample rate")
 
 
 class SeparationTask(Task):
@@ -112,7 +106,7 @@ class SeparationTask(Task):
                                       "give one checkpoint per speaker count")
             if configs:
                 first = next(iter(configs))
-                _check_same_rate(path, cfg, paths[first], configs[first])
+                check_same_rate(path, cfg, paths[first], configs[first])
             separators[num_speakers], configs[num_speakers], paths[num_speakers] = separate_fn, cfg, path
         return separators, configs
 
@@ -121,10 +115,8 @@ class SeparationTask(Task):
         of `configs` ({C: config}, from load_separators: same sample rate). threshold_db: None = the
         model's own (counting.threshold_db)."""
         separate_fn, cfg = self._load_separator(path)
-        first = next(iter(configs))
-        _check_same_rate(path, cfg, "the separators", configs[first])
-        return OutputCounter(separate_fn, int(cfg.model.C),
-                             cfg.counting.threshold_db if threshold_db is None else threshold_db)
+        check_same_rate(path, cfg, "the separators", next(iter(configs.values())))
+        return OutputCounter(separate_fn, int(cfg.model.C), model_threshold(cfg, threshold_db))
 
     def _load_separator(self, path, config_path=None, init=False):
         """(separate_fn, config) of one checkpoint; init: set up the MindSpore context from its config."""
