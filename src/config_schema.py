@@ -77,6 +77,9 @@ MODELS = {
     },
 }
 
+SPEED_PERTURB = Key("float", 0.0, low=0, high=0.5, doc="data.train_speech: every source played at a speed uniform in "
+                                                      "1 +- speed_perturb (new voices); 0 = off")
+
 DATA = {
     "separation": {
         "train": _path("MindRecord split for training (preprocess.py)"),
@@ -87,6 +90,7 @@ DATA = {
         "speaker_counts": Key("ints", None, low=1, null=True,
                               doc="data.train_speech: speakers in a mixture, drawn uniformly from this list "
                                   "(each <= model.C; the other outputs are trained to be silent); null = model.C"),
+        "speed_perturb": SPEED_PERTURB,
         "dynamic_mixing": Key("bool", False, doc="new mixtures from the training sources every epoch"),
         "dm_gain_db": Key("float", 2.5, low=0, doc="dynamic mixing: source gains uniform in +-dm_gain_db"),
         "num_workers": _count(1, doc="data loading workers"),
@@ -98,6 +102,7 @@ DATA = {
                                 "(python -m src.data.corpus)"),
         "steps_per_epoch": _count(500),
         "dm_gain_db": Key("float", 3.0, low=0, doc="source gains uniform in +-dm_gain_db"),
+        "speed_perturb": SPEED_PERTURB,
         "mask_bands": _count(0, low=0, doc="training: zero one random run of up to this many mel bands per item "
                                           "(SpecAugment); 0 = off"),
         "mask_frames": _count(0, low=0, doc="training: zero one random run of up to this many frames per item; 0 = off"),

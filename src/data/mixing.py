@@ -8,7 +8,9 @@ On-the-fly training batches (`SpeechMixer`): step `step` of epoch `epoch` is a g
 item i takes k utterances of k different speakers (k = C, or drawn uniformly from
 `speaker_counts`; the other C - k sources are silent, all zeros), a random crop of `segment_samples` of each
 (shorter utterances are zero-padded; the item's length is the shortest source), gains uniform in
-+-gain_db dB, and sums them. Every choice comes from `default_rng([seed, epoch, step])`; worker k
++-gain_db dB, and sums them. With `speed` > 0 every crop is first played at a speed drawn uniformly
+in 1 +- speed (linear interpolation: tempo and pitch change together, as Kaldi's and SpeechBrain's
+speed perturbation), which makes new voices from the same speakers. Every choice comes from `default_rng([seed, epoch, step])`; worker k
 of n takes items k::n of the global batch, so batches are the same for any worker count and a
 resumed run replays an uninterrupted one.
 
@@ -72,10 +74,11 @@ class SpeechMixer:
 
     speakers: `load_speakers(...)` output; needs at least max(speaker_counts) speakers.
     num_speakers: C, the sources of every item. speaker_counts: the active ones of an item, drawn
-    uniformly from this list (each <= C); None = always C."""
+    uniformly from this list (each <= C); None = always C. speed: largest relative speed change
+    of a source (0 = off)."""
 
     def __init__(self, speakers, num_speakers, segment_samples, gain_db, seed, where="speech",
-                 speaker_counts=None):
+                 speaker_counts=None, speed=0.0):
         self.counts = tuple(speaker_counts or (num_speakers,))
         if max(self.counts) > num_speakers or min(self.counts) < 1:
             raise DataError(f"{where}: speaker counts {list(self.counts)} must be between 1 and model.C={num_speakers}")
@@ -83,7 +86,19 @@ class SpeechMixer:
             raise DataError(f"{where}: {len(speakers)} speakers, fewer than the {max(self.counts)} "
                             "a mixture needs (model.C or data.speaker_counts)")
         self.speakers, self.num_speakers = speakers, num_speakers
-        self.segment, self.gain_db, self.seed = segment_samples, gain_db, seed
+        self.segment, self.gain_db, self.seed, self.speed = segment_samples, gain_db, seed, speed
+
+    def _crop(self, signal, rng):
+        """A random crop of up to `segment` samples of `signal`, played at a random speed when
+        `speed` > 0 (no draw otherwise, so the random stream is what it was without it)."""
+        if not self.speed:
+            start = int(rng.integers(0, max(len(signal) - self.segment, 0) + 1))
+            return signal[start:start + self.segment]
+        factor = rng.uniform(1.0 - self.speed, 1.0 + self.speed)
+        span = min(len(signal), int(np.ceil(self.segment * factor)))
+        start = int(rng.integers(0, len(signal) - span + 1))
+        times = np.arange(min(self.segment, int(span / factor))) * factor
+        return np.interp(times, np.arange(span), signal[start:start + span]).astype(np.float32)
 
     def _item(self, rng):
         """One mixture -> (mix `(T,)`, sources `(C, T)`, length): levels set on the real samples,
@@ -93,9 +108,7 @@ class SpeechMixer:
         crops = []
         for speaker in rng.choice(len(self.speakers), size=active, replace=False):
             utterances = self.speakers[speaker][1]
-            signal = utterances[rng.integers(len(utterances))]
-            start = int(rng.integers(0, max(len(signal) - self.segment, 0) + 1))
-            crops.append(signal[start:start + self.segment])
+            crops.append(self._crop(utterances[rng.integers(len(utterances))], rng))
         length = min(len(crop) for crop in crops)
         sources, mix = scale_sources([crop[:length] for crop in crops],
                                      rng.uniform(-self.gain_db, self.gain_db, size=active))

@@ -10,7 +10,7 @@ score, export or run offline: those stages refuse it with one message.
 
 Config keys used (see configs/counter_2_3spk.yaml): `sample_rate`, `segment` (training crop,
 seconds), `seed`, `model.{speaker_counts,n_fft,hop,n_mels,channels,dropout}`, `data.{train_speech,
-valid,steps_per_epoch,dm_gain_db,mask_bands,mask_frames}`, `train.batch_size`.
+valid,steps_per_epoch,dm_gain_db,speed_perturb,mask_bands,mask_frames}`, `train.batch_size`.
 """
 import os
 
@@ -84,7 +84,8 @@ class CountingTask(Task):
         counts = list(cfg.model.speaker_counts)
         speech = str(cfg.data.train_speech)
         mixer = SpeechMixer(load_speakers(speech, cfg.sample_rate), max(counts), int(round(cfg.segment * cfg.sample_rate)),
-                            cfg.data.dm_gain_db, cfg.seed, where=speech, speaker_counts=counts)
+                            cfg.data.dm_gain_db, cfg.seed, where=speech, speaker_counts=counts,
+                            speed=cfg.data.speed_perturb)
         batches = mixer.epoch_batches(epoch, cfg.data.steps_per_epoch, cfg.train.batch_size, num_shards, shard_id)
         for step, (mix, sources, lengths) in enumerate(batches):
             active = np.sum(np.any(sources != 0, axis=-1), axis=-1)

@@ -50,7 +50,8 @@ class SeparationTask(Task):
         if cfg.data.train_speech:
             speech = str(cfg.data.train_speech)
             mixer = SpeechMixer(load_speakers(speech, cfg.sample_rate), cfg.model.C, segment,
-                                cfg.data.dm_gain_db, cfg.seed, where=speech, speaker_counts=cfg.data.speaker_counts)
+                                cfg.data.dm_gain_db, cfg.seed, where=speech, speaker_counts=cfg.data.speaker_counts,
+                                speed=cfg.data.speed_perturb)
             return mixer.epoch_batches(epoch, cfg.data.steps_per_epoch, cfg.train.batch_size, num_shards, shard_id)
         dataset = create_train_dataset(
             cfg.data.train, segment_samples=segment,

@@ -81,6 +81,29 @@ def test_batches_mix_different_speakers_deterministically(tone_speakers):
     assert len(list(mixer.epoch_batches(3, steps=4, batch_size=2))) == 4
 
 
+def _pitch_ratios(src, lengths):
+    """Every source's tone frequency over its speaker's (the nearest tone)."""
+    ratios = []
+    for item, length in zip(src, lengths):
+        for source in item[:, :min(length, 1024)]:
+            peak = np.fft.rfftfreq(8192, 1 / RATE)[np.argmax(np.abs(np.fft.rfft(source, 8192)))]
+            ratios.append(peak / FREQUENCIES[min(FREQUENCIES, key=lambda s: abs(np.log(FREQUENCIES[s] / peak)))])
+    return np.array(ratios)
+
+
+def test_speed_perturbation_shifts_every_source_within_its_range(tone_speakers):
+    speakers = load_speakers(tone_speakers, RATE)
+    fast = SpeechMixer(speakers, 2, 4000, gain_db=0.0, seed=5, speed=0.1)
+    mix, src, lengths = fast.batch(epoch=0, step=0, batch_size=16)
+    np.testing.assert_allclose(mix, src.sum(axis=1), atol=1e-6)
+    np.testing.assert_array_equal(mix, fast.batch(epoch=0, step=0, batch_size=16)[0])   # deterministic
+    assert np.all(lengths <= 4000) and not any(np.any(item[:, n:]) for item, n in zip(src, lengths))
+    ratios = _pitch_ratios(src, lengths)
+    assert 0.89 < ratios.min() and ratios.max() < 1.11 and ratios.std() > 0.03        # spread over 1 +- 0.1
+    plain = SpeechMixer(speakers, 2, 4000, gain_db=0.0, seed=5).batch(epoch=0, step=0, batch_size=16)
+    np.testing.assert_allclose(_pitch_ratios(plain[1], plain[2]), 1.0, atol=0.01)     # off: every tone as recorded
+
+
 def test_fewer_speakers_than_outputs_leave_silent_sources(tone_speakers):
     mixer = SpeechMixer(load_speakers(tone_speakers, RATE), 3, 4000, gain_db=3.0, seed=5, speaker_counts=[2, 3])
     mix, src, lengths = mixer.batch(epoch=0, step=0, batch_size=16)
