@@ -187,9 +187,10 @@ def schema(task, model_name):
 
 def relation_problems(cfg):
     """Problems between keys of a config whose keys all passed the schema -> list of messages."""
+    for key in ("speaker_counts", "speed_perturb"):
+        if cfg.data.get(key) and not cfg.data.get("train_speech"):
+            return [f"data.{key}: only used when training from data.train_speech, which is not set"]
     counts = cfg.data.get("speaker_counts")
-    if counts and not cfg.data.get("train_speech"):
-        return ["data.speaker_counts: only used when training from data.train_speech, which is not set"]
     if counts and max(counts) > cfg.model.C:
         return [f"data.speaker_counts: {counts} has more speakers than the model's outputs (model.C={cfg.model.C})"]
     if cfg.model.name == "countnet" and cfg.model.hop > cfg.model.n_fft // 2:

@@ -57,6 +57,8 @@ CASES = [
      "train.batch_size: must be an integer >= 1, got 'abc'", ["{out}/exp"]),
     ("config-speaker-counts-without-speech", "train", train_args("data.speaker_counts=[1,2]"), 2,
      "data.speaker_counts: only used when training from data.train_speech", ["{out}/exp"]),
+    ("config-speed-perturb-without-speech", "train", train_args("data.speed_perturb=0.1"), 2,
+     "data.speed_perturb: only used when training from data.train_speech", ["{out}/exp"]),
     ("config-speaker-counts-above-C", "train",
      train_args("data.train_speech={speech}", "data.speaker_counts=[2,3]"), 2,
      "data.speaker_counts: [2, 3] has more speakers than the model's outputs (model.C=2)", ["{out}/exp"]),

@@ -10,9 +10,9 @@ item i takes k utterances of k different speakers (k = C, or drawn uniformly fro
 (shorter utterances are zero-padded; the item's length is the shortest source), gains uniform in
 +-gain_db dB, and sums them. With `speed` > 0 every crop is first played at a speed drawn uniformly
 in 1 +- speed (linear interpolation: tempo and pitch change together, as Kaldi's and SpeechBrain's
-speed perturbation), which makes new voices from the same speakers. Every choice comes from `default_rng([seed, epoch, step])`; worker k
-of n takes items k::n of the global batch, so batches are the same for any worker count and a
-resumed run replays an uninterrupted one.
+speed perturbation), which makes new voices from the same speakers. Every choice comes from
+`default_rng([seed, epoch, step])`; worker k of n takes items k::n of the global batch, so batches
+are the same for any worker count and a resumed run replays an uninterrupted one.
 
 Speaker of a file: the first field of a LibriSpeech-style name (`103-1240-0000.flac` -> 103),
 otherwise the name of the folder holding the file.
