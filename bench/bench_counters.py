@@ -46,15 +46,17 @@ def main():
     from src.tasks import load_counter
 
     started = time.time()
-    counters = []
+    counters, rates = [], set()
     for path in args.count_model:
         cfg = model_config(path)
         counters.append(load_counter(path, {0: cfg}))         # {0: cfg}: no separators, its own sample rate
+        rates.add(cfg.sample_rate)
         if not hasattr(counters[-1], "scores"):
             sys.exit(f"{path}: not a counting network (task: counting)")
     counts = counters[0].counts
-    if any(c.counts != counts for c in counters):
-        sys.exit("the counters tell different speaker counts apart: " + ", ".join(str(c.counts) for c in counters))
+    if any(c.counts != counts for c in counters) or len(rates) > 1:
+        sys.exit("the counters differ in speaker counts or sample rate: "
+                 + ", ".join(f"{c.counts} at {model_config(p).sample_rate} Hz" for c, p in zip(counters, args.count_model)))
     mixer = SpeechMixer(load_speakers(args.speech, cfg.sample_rate), max(counts), int(round(args.seconds * cfg.sample_rate)),
                         3.0, args.seed, where=args.speech, speaker_counts=counts)
     truth, mixtures = [], []
