@@ -6,8 +6,8 @@
 The fixed dev split has 96 mixtures, so one mixture is 1 % and runs that differ by a few percent
 cannot be told apart on it. This script mixes `--mixtures` new ones from the speakers of
 `--speech` (default: the 16 dev speakers, never trained on) with the training mixer
-(src/data/mixing.py: crops of `--seconds`, gains +-3 dB, the counts of the first model drawn
-uniformly) and prints, for every counter, the accuracy overall and per count and, for two counts,
+(src/data/mixing.py: crops of `--seconds`, gains of +-GAIN_DB dB as in the bundled dev and test
+mixtures, the counts of the first model drawn uniformly) and prints, for every counter, the accuracy overall and per count and, for two counts,
 the AUC of its score (logit of the larger count minus the smaller: how well it ranks the
 mixtures, whatever its bias); then the accuracy of all counters together (softmax probabilities
 averaged). The CPU is printed beside the time taken.
@@ -41,24 +41,24 @@ def main():
     parser.add_argument("--seed", type=int, default=123)
     args = parser.parse_args()
 
+    from src.data.mini_librimix import GAIN_DB
     from src.data.mixing import SpeechMixer, load_speakers
     from src.runtime.checkpoint import model_config
     from src.tasks import load_counter
 
     started = time.time()
-    counters, rates = [], set()
-    for path in args.count_model:
-        cfg = model_config(path)
-        counters.append(load_counter(path, {0: cfg}))         # {0: cfg}: no separators, its own sample rate
-        rates.add(cfg.sample_rate)
-        if not hasattr(counters[-1], "scores"):
+    configs = [model_config(path) for path in args.count_model]
+    counters = [load_counter(path, {0: cfg})                  # {0: cfg}: no separators, its own sample rate
+                for path, cfg in zip(args.count_model, configs)]
+    for path, counter in zip(args.count_model, counters):
+        if not hasattr(counter, "scores"):
             sys.exit(f"{path}: not a counting network (task: counting)")
-    counts = counters[0].counts
-    if any(c.counts != counts for c in counters) or len(rates) > 1:
+    counts, rate = counters[0].counts, configs[0].sample_rate
+    if any(c.counts != counts or cfg.sample_rate != rate for c, cfg in zip(counters, configs)):
         sys.exit("the counters differ in speaker counts or sample rate: "
-                 + ", ".join(f"{c.counts} at {model_config(p).sample_rate} Hz" for c, p in zip(counters, args.count_model)))
-    mixer = SpeechMixer(load_speakers(args.speech, cfg.sample_rate), max(counts), int(round(args.seconds * cfg.sample_rate)),
-                        3.0, args.seed, where=args.speech, speaker_counts=counts)
+                 + ", ".join(f"{c.counts} at {cfg.sample_rate} Hz" for c, cfg in zip(counters, configs)))
+    mixer = SpeechMixer(load_speakers(args.speech, rate), max(counts), int(round(args.seconds * rate)),
+                        GAIN_DB, args.seed, where=args.speech, speaker_counts=counts)
     truth, mixtures = [], []
     for step in range(args.mixtures):
         mix, sources, lengths = mixer.batch(0, step, 1)
