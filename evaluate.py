@@ -24,6 +24,13 @@ against the true sources (a source without an output is scored with the unproces
 i.e. 0 dB improvement; outputs beyond the true count are not scored). --count-model CKPT: that
 model counts, the checkpoints of --model-path (one or more) separate.
 
+Speaker-counting checkpoint alone (train.py -c configs/counter_2_3spk.yaml):
+
+    python evaluate.py --model-path CKPT [--data-dir DIR [DIR ...]] [--split test] [--out-dir OUT]
+
+The count found for every mixture of the DIRs (default: the Libri<n>Mix folder of every count in the
+config's data.valid, e.g. build/corpus); prints the confusion matrix and the accuracy.
+
 Enhancement checkpoint (train.py -c configs/rt*.yaml):
 
     python evaluate.py --model-path CKPT [--data-dir CLEAN NOISE] [--split test] [--out-dir OUT] [-c CONFIG]

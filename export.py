@@ -1,4 +1,5 @@
-"""Export a trained checkpoint (separation or enhancement) to MindIR (or ONNX / AIR) for deployment.
+"""Export a trained checkpoint (separation, enhancement or speaker counting) to MindIR (or ONNX /
+AIR) for deployment.
 
     python export.py --ckpt CKPT [-c CONFIG] --file-name NAME [--file-format MINDIR] [--length N]
         [--device-target auto]
@@ -11,6 +12,9 @@ float32 to `estimate (1, C, time)`.
 Enhancement (R-Transformer): the mask network only, the STFT stays on the host: `features
 (1, frames, bins)` float32 + `frame_lengths (1,)` int32 -> `mask (1, frames, bins)`, any number
 of frames (--length must stay 0).
+
+Speaker counting (CountNet): the network only, the log-mel features stay on the host: `features
+(1, frames, n_mels)` float32 -> `logits (1, counts)`, any number of frames (--length must stay 0).
 
 After writing, the file is loaded back and run next to the checkpoint's network on the same
 random inputs (three lengths, or frame counts, for a dynamic graph); the largest difference is

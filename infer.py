@@ -7,7 +7,8 @@
 BINS is written by `preprocess.py --infer-bins BINS` (raw inputs + index.json, which lists each
 model call's input files in the graph's order). Separation: each input `(1, T)` goes through the
 model and its output `(1, C, T)` is written to RESULTS under the same name; enhancement: features
-`(1, frames, bins)` + frame_lengths `(1,)` give a mask `(1, frames, bins)`. Results are raw float32,
+`(1, frames, bins)` + frame_lengths `(1,)` give a mask `(1, frames, bins)`; counting: features
+`(1, frames, n_mels)` give logits `(1, counts)`. Results are raw float32,
 plus RESULTS/run.json. postprocess.py then scores them.
 
 Backends: MindSpore Lite's Python API (`mindspore_lite`, the cloud-side inference package with

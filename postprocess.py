@@ -1,5 +1,6 @@
 """Score offline-inference results as evaluate.py does: stitch, align, SI-SNRi / SDRi report
-(separation), or mask x noisy spectrum, inverse STFT, SI-SNR / STOI / PESQ report (enhancement).
+(separation), or mask x noisy spectrum, inverse STFT, SI-SNR / STOI / PESQ report (enhancement),
+or speaker counts and their confusion matrix (counting).
 
     python postprocess.py --bin-dir BINS --result-dir RESULTS [--out-dir OUT] [--data-dir TEST_PATH]
         [--pesq] [--stoi]
@@ -16,8 +17,14 @@ evaluate.py's Enhancer (mask x noisy spectrum, noisy phase, inverse STFT) and th
 as `evaluate.py` scores an enhancement checkpoint (SI-SNR, STOI, PESQ and their improvements,
 per SNR and overall; --pesq / --stoi are implied).
 
+Counting bins (preprocess.py --infer-bins -c COUNTER_CONFIG): the mixtures recorded in index.json are
+read again and counted by the counter of the recorded config with the stored logits (windows
+averaged as evaluate.py does); the report is evaluate.py's for a counting model: the count found
+per mixture, the confusion matrix and the accuracy (--data-dir does not apply).
+
 Writes OUT/per_utterance.csv and OUT/summary.json (default OUT: RESULTS/../report) and prints
-`Average SISNR improvement: <dB>`. Exit status 1 when some utterance could not be scored.
+`Average SISNR improvement: <dB>` (counting: `Speaker counting accuracy: ...`). Exit status 1 when
+some utterance could not be scored.
 """
 import argparse
 import os

@@ -24,6 +24,12 @@ of data.<split>_clean / _noise / _snrs, as evaluate.py scores them):
     python preprocess.py --infer-bins BINS -c CONFIG [--split test] [--max-utterances K]
 
 writes each pair's mask-network inputs (features and frame lengths, src/inference/offline.py).
+For a speaker-counting model, its config and a folder holding Libri<n>Mix for every count it tells
+apart (default: the config's data.valid, e.g. build/corpus):
+
+    python preprocess.py --infer-bins BINS -c CONFIG [--data-dir ROOT] [--split test] [--max-utterances K]
+
+writes the log-mel features of every window the counter scores, for every mixture of every count.
 """
 import argparse
 import sys
@@ -86,16 +92,15 @@ def parse_args(argv=None):
     infer.add_argument("--max-utterances", type=_non_negative_int, default=0,
                        help="only the first K mixtures (enhancement: clean utterances, each at every SNR; 0 = all)")
     infer.add_argument("-c", "--config", help="an enhancement model's config: write its test pairs' network inputs "
-                                              "(instead of --data-dir)")
+                                              "(instead of --data-dir); a counting model's: its inputs for the "
+                                              "mixtures under --data-dir ROOT (default: the config's data.valid)")
     args = parser.parse_args(argv)
     if not args.infer_bins and not args.out_dir:
         parser.error("--out-dir is required (or --infer-bins for offline inference)")
     if args.config and not args.infer_bins:
         parser.error("-c/--config goes with --infer-bins (the inputs of an enhancement model)")
-    if args.config and args.data_dir:
-        parser.error("give either --data-dir (separation) or -c CONFIG (enhancement), not both")
     if not args.config and not args.data_dir:
-        parser.error("--data-dir is required (or -c CONFIG with --infer-bins for an enhancement model)")
+        parser.error("--data-dir is required (or -c CONFIG with --infer-bins for an enhancement or counting model)")
     return args
 
 
@@ -121,7 +126,7 @@ def convert(args):
 
 def write_infer_bins(args):
     """The offline-inference mode: every model input of the test data (separation: --data-dir's
-    mixtures; an enhancement config's test pairs with -c) as a .bin file + index, by its task."""
+    mixtures; an enhancement or counting config's test data with -c) as a .bin file + index, by its task."""
     from src.config import load_config
     from src.tasks import task_of
 

@@ -6,7 +6,9 @@
 # TEST_PATH        test data with references: a MindRecord split, its folder, or an audio folder
 #                  (LibriMix / svoice root or split folder), as evaluate.py --data-dir;
 #                  for an enhancement model its config (.yaml, e.g. exp/rt/config.yaml): the STFT
-#                  settings and the fixed pairs of data.test_clean / test_noise / test_snrs
+#                  settings and the fixed pairs of data.test_clean / test_noise / test_snrs;
+#                  for a speaker-counting model its config (e.g. configs/counter_2_3spk.yaml): the
+#                  mixtures of data.valid/Libri<n>Mix/<SPLIT> for every count it tells apart
 # NEED_PREPROCESS  y (default): write the model inputs first; n: reuse $INFER_OUT/bins
 # DEVICE_TARGET    auto (default) | Ascend | GPU | CPU
 # DEVICE_ID        default $DEVICE_ID or 0
@@ -19,7 +21,7 @@
 # Steps: preprocess.py --infer-bins -> $INFER_OUT/bins (+ index.json); infer.py (MindSpore Lite when
 # installed, else MindSpore) -> $INFER_OUT/results; postprocess.py -> $INFER_OUT/report
 # (per_utterance.csv, summary.json) and "Average SISNR improvement: <dB>" (enhancement: also STOI
-# and PESQ, per SNR). Logs: $INFER_OUT/*.log.
+# and PESQ, per SNR; counting: the confusion matrix and accuracy instead). Logs: $INFER_OUT/*.log.
 set -euo pipefail
 usage="usage: bash scripts/run_infer_310.sh MINDIR_PATH TEST_PATH [NEED_PREPROCESS y|n] [DEVICE_TARGET] [DEVICE_ID]"
 if [ $# -lt 2 ] || [ $# -gt 5 ]; then echo "$usage" >&2; exit 2; fi
@@ -48,7 +50,7 @@ LENGTH=$(python infer.py --mindir "$MINDIR" --input-length)
 echo "model: $MINDIR (input length: $([ "$LENGTH" = 0 ] && echo any || echo "$LENGTH samples"))"
 
 case "$TEST_PATH" in
-  *.yaml|*.yml)  # an enhancement model's config: its test pairs, scored from what index.json records
+  *.yaml|*.yml)  # an enhancement or counting model's config: its test data, scored from what index.json records
     DATA_ARGS=(-c "$TEST_PATH" ${SAMPLE_RATE:+--sample-rate "$SAMPLE_RATE"})
     REFERENCE_ARGS=() ;;
   *)

@@ -6,6 +6,8 @@ What the graph takes and returns depends on the task (its `export_graph(cfg)`, s
 - enhancement (MaskGraph): the mask network, `features (1, frames, bins)`
   float32 + `frame_lengths (1,)` int32 -> `mask (1, frames, bins)`, dynamic frames axis; the
   STFT, features and inverse STFT stay on the host.
+- counting (CountGraph): the counting network, `features (1, frames, n_mels)` float32 ->
+  `logits (1, counts)`, dynamic frames axis; the log-mel features stay on the host.
 
 Separation graphs:
 - length 0: a dynamic time axis (`Tensor(shape=[1, None])`), any length >= model.L samples
@@ -28,7 +30,7 @@ import numpy as np
 from src.errors import UserError
 from src.features import StftConfig, features
 from src.inference.enhancement import NetworkMasker
-from src.inference.network import NetworkSeparator
+from src.inference.network import NetworkClassifier, NetworkSeparator
 
 FORMATS = ("MINDIR", "ONNX", "AIR")
 SUFFIXES = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
@@ -104,26 +106,38 @@ class SeparationGraph:
         return NetworkSeparator(net)
 
 
-class MaskGraph:
-    """Export contract of the mask network (STFT stays on the host): inputs features
-    `(1, frames, bins)` float32 and frame_lengths `(1,)` int32, output mask `(1, frames, bins)`;
-    the frames axis is dynamic (a fixed frame count is not offered: the offline pipeline feeds
-    whole utterances)."""
+class _FramesGraph:
+    """What graphs over STFT frames share (the STFT stays on the host): a dynamic frames axis only
+    (the offline pipeline feeds whole inputs), compared at the frame counts of 1 s, of the training
+    segment and an odd count between them. Subclasses set `cfg`, `stft_config` and `what`."""
 
     unit = "frames"
     min_length = 1
-
-    def __init__(self, cfg):
-        self.cfg, self.stft_config = cfg, StftConfig.from_cfg(cfg)
+    what = None   # the network, in messages
 
     def check_export(self, file_format, length):
         """Refuse a fixed frame count, and ONNX (MindSpore exports ONNX with static shapes only)."""
         if length:
-            raise ExportError(f"--length {length}: an enhancement mask network is exported with a dynamic "
-                              "frame axis only (any number of frames); leave --length at 0")
+            raise ExportError(f"--length {length}: {self.what} is exported with a dynamic frame axis only (any "
+                              "number of frames); leave --length at 0")
         if file_format == "ONNX":
-            raise ExportError("an enhancement mask network is exported with a dynamic frame axis, which "
-                              "MindSpore's ONNX export cannot do; export MINDIR")
+            raise ExportError(f"{self.what} is exported with a dynamic frame axis, which MindSpore's ONNX export "
+                              "cannot do; export MINDIR")
+
+    def check_lengths(self, length=0):
+        one_second = self.stft_config.num_frames(int(self.cfg.sample_rate))
+        segment = self.stft_config.num_frames(int(round(float(self.cfg.segment) * self.cfg.sample_rate)))
+        return sorted({one_second, segment, (one_second + segment) // 2 + 1})
+
+
+class MaskGraph(_FramesGraph):
+    """Export contract of the mask network (STFT stays on the host): inputs features
+    `(1, frames, bins)` float32 and frame_lengths `(1,)` int32, output mask `(1, frames, bins)`."""
+
+    what = "an enhancement mask network"
+
+    def __init__(self, cfg):
+        self.cfg, self.stft_config = cfg, StftConfig.from_cfg(cfg)
 
     def describe(self, length=0):
         bins = self.stft_config.bins
@@ -135,13 +149,6 @@ class MaskGraph:
         return (ms.Tensor(shape=[1, None, self.stft_config.bins], dtype=ms.float32),
                 ms.Tensor(shape=[1], dtype=ms.int32))
 
-    def check_lengths(self, length=0):
-        """Frame counts to compare the export on: those of 1 s, of the training segment, and an
-        odd count between them."""
-        one_second = self.stft_config.num_frames(int(self.cfg.sample_rate))
-        segment = self.stft_config.num_frames(int(round(float(self.cfg.segment) * self.cfg.sample_rate)))
-        return sorted({one_second, segment, (one_second + segment) // 2 + 1})
-
     def random_inputs(self, frames, rng):
         """Features like log(1 + |X|) of speech-level spectra, and frame_lengths = [frames]."""
         magnitude = np.abs(rng.standard_normal((1, frames, self.stft_config.bins))) * 3.0
@@ -151,6 +158,31 @@ class MaskGraph:
         """numpy callable `(features, frame_lengths) -> mask` of a network or GraphCell."""
         return NetworkMasker(net, self.stft_config.bins)
 
+
+class CountGraph(_FramesGraph):
+    """Export contract of a speaker-counting network (log-mel features on the host): input
+    features `(1, frames, n_mels)` float32, output logits `(1, len(model.speaker_counts))`."""
+
+    what = "a speaker-counting network"
+
+    def __init__(self, cfg):
+        self.cfg, self.stft_config = cfg, StftConfig.of_counting_model(cfg)
+
+    def describe(self, length=0):
+        return (f"input features (1, frames, {self.cfg.model.n_mels}) float32 -> logits (1, "
+                f"{len(self.cfg.model.speaker_counts)}) float32 for counts {list(self.cfg.model.speaker_counts)}, "
+                f"any number of frames (log-mel: n_fft {self.stft_config.n_fft}, hop {self.stft_config.hop} "
+                "on the host)")
+
+    def example_inputs(self, length=0):
+        return (ms.Tensor(shape=[1, None, self.cfg.model.n_mels], dtype=ms.float32),)
+
+    def random_inputs(self, frames, rng):
+        """Features like log mel energies minus their mean over frames."""
+        return ((3.0 * rng.standard_normal((1, frames, self.cfg.model.n_mels))).astype(np.float32),)
+
+    def runner(self, net):
+        return NetworkClassifier(net)
 
 
 def export_network(net, file_name, file_format="MINDIR", length=0, graph=None):

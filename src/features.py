@@ -46,6 +46,11 @@ class StftConfig:
         """From the top-level `stft` section of a config."""
         return cls(cfg.stft.n_fft, cfg.stft.hop, cfg.stft.win)
 
+    @classmethod
+    def of_counting_model(cls, cfg):
+        """A counting model's (`model.n_fft`, `model.hop`; windows n_fft long)."""
+        return cls(cfg.model.n_fft, cfg.model.hop, cfg.model.n_fft)
+
     @property
     def bins(self):
         """Frequency bins per frame: n_fft // 2 + 1."""

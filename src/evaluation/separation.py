@@ -11,6 +11,8 @@ src/inference/separation.py). Utterances are dicts `{key, mix (T,), src (C, T), 
   sources and outputs are paired by the assignment maximising the total SI-SNR; a source left
   without an output is scored with the unprocessed mixture as its estimate (so its SI-SNRi and
   SDRi are exactly 0 dB); outputs left without a source are not scored, only counted (`extra`).
+- `evaluate_counter`: a counter alone (a speaker-counting model): the count found per mixture,
+  summarized as accuracy and confusion matrix (`summarize_counts`), nothing separated.
 
 Utterances that cannot be scored (separator returned NaN, a reference is silent, too short for
 SDR, ...) become rows with an `error` and no scores; `summarize` leaves them out of the
@@ -213,6 +215,23 @@ def evaluate_counting(separators, utterances, sample_rate, threshold_db, window=
     return rows
 
 
+def evaluate_counter(counter, utterances, sample_rate, progress=True):
+    """The speaker count of every utterance found by `counter` (`mixture (T,) -> count`) alone.
+    A row: key, num_speakers (true), found, length, seconds, or `error`."""
+    total = len(utterances) if hasattr(utterances, "__len__") else None
+    rows = []
+    with progress_bar(total, progress, "counting") as bar:
+        for utt in utterances:
+            row = _base_row(utt, sample_rate)
+            try:
+                row["found"] = counter(utt["mix"])
+            except SeparationError as err:
+                row["error"] = str(err)
+            rows.append(row)
+            bar.update(1)
+    return rows
+
+
 def summarize(rows):
     """Averages over the scored rows -> {count, failed, si_snr, si_snri, sdr, sdri[, pesq, stoi]}.
 
@@ -233,26 +252,33 @@ def summarize(rows):
     return summary
 
 
-def summarize_counting(rows):
-    """Speaker-counting summary: accuracy, confusion matrix {true: {found: n}}, and SI-SNRi/SDRi
-    over all mixtures (count errors scored as in score_with_count) and over the correctly counted."""
+def summarize_counts(rows):
+    """`summarize` plus the speaker counting: count (mixtures counted), correct, accuracy, confusion
+    matrix {true: {found: n}} and accuracy_per_count."""
     scored = [row for row in rows if "found" in row]
     confusion = defaultdict(Counter)
     for row in scored:
         confusion[row["num_speakers"]][row["found"]] += 1
-    correct = [row for row in scored if row["found"] == row["num_speakers"]]
+    correct = sum(row["found"] == row["num_speakers"] for row in scored)
     summary = summarize(rows)
     summary.update({
         "count": len(scored),
-        "correct": len(correct),
-        "accuracy": len(correct) / len(scored) if scored else None,
+        "correct": correct,
+        "accuracy": correct / len(scored) if scored else None,
         "confusion": {str(true): {str(found): n for found, n in sorted(found_counts.items())}
                       for true, found_counts in sorted(confusion.items())},
         "accuracy_per_count": {str(true): found_counts[true] / sum(found_counts.values())
                                for true, found_counts in sorted(confusion.items())},
-        "si_snri_correct": mean(correct, "si_snri"),
-        "sdri_correct": mean(correct, "sdri"),
     })
+    return summary
+
+
+def summarize_counting(rows):
+    """Speaker counting and separation: `summarize_counts`, with SI-SNRi/SDRi over all mixtures (count
+    errors scored as in score_with_count) and over the correctly counted."""
+    summary = summarize_counts(rows)
+    correct = [row for row in rows if "found" in row and row["found"] == row["num_speakers"]]
+    summary.update(si_snri_correct=mean(correct, "si_snri"), sdri_correct=mean(correct, "sdri"))
     return summary
 
 
@@ -270,8 +296,8 @@ def print_summary(summary):
         print(f"Utterances that could not be scored: {summary['failed']} (see the 'error' column of the CSV)")
 
 
-def print_counting_summary(summary):
-    """Confusion matrix, counting accuracy and the averages (overall and on correct counts)."""
+def print_count_summary(summary):
+    """Confusion matrix and counting accuracy (a counter alone: also the mixtures not counted)."""
     counts = sorted({int(k) for k in summary["confusion"]}
                     | {int(f) for row in summary["confusion"].values() for f in row})
     print("Speaker counting (rows: true count, columns: count found):")
@@ -281,10 +307,16 @@ def print_counting_summary(summary):
         print(f"{true:>10d} " + "".join(f"{row.get(str(c), 0):>6d}" for c in counts))
     if summary["accuracy"] is not None:
         print(f"Speaker counting accuracy: {summary['accuracy']:.3f} ({summary['correct']}/{summary['count']})")
+    if summary.get("failed") and "si_snri_correct" not in summary:
+        print(f"Mixtures that could not be counted: {summary['failed']} (see the 'error' column of the CSV)")
+
+
+def print_counting_summary(summary):
+    """Confusion matrix, counting accuracy and the averages (overall and on correct counts)."""
+    print_count_summary(summary)
     print(f"Average SISNR improvement, correctly counted ({summary['correct']} mixtures): "
           f"{fmt(summary['si_snri_correct'])}")
     print(f"Average SDR improvement, correctly counted ({summary['correct']} mixtures): "
           f"{fmt(summary['sdri_correct'])}")
     print("All mixtures (a source without an output is scored with the mixture, extra outputs are ignored):")
     print_summary(summary)
-

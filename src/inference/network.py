@@ -44,3 +44,15 @@ class MinLengthSeparator:
                                   "the model needs")
         return self.separate_fn(mixture)
 
+
+
+class NetworkClassifier:
+    """`classifier(features (batch, frames, n_mels) float32) -> logits (batch, classes)`, numpy in
+    and out, running a network (in the mode it is in: validation runs the training network) or a
+    loaded MindIR GraphCell."""
+
+    def __init__(self, net):
+        self.net = net
+
+    def __call__(self, features):
+        return self.net(ms.Tensor(np.ascontiguousarray(features, dtype=np.float32))).asnumpy()

@@ -33,20 +33,31 @@ through the same Enhancer (`ReplayMasker`: mask x noisy spectrum, inverse STFT) 
 pairs with evaluate.py's code. A dynamic frame axis only: every pair is one input of its own
 length, so the numbers are evaluate.py's.
 
+Counting (a speaker-counting network, export.py of a counting checkpoint): `write_counting_bins`
+records the log-mel features of every window the counter (src.inference.speaker_count.
+ClassifierCounter) scores, for the mixtures of every speaker count (by running it with a recording
+network); postprocess.py runs the same counter with the stored logits (`ReplayClassifier`) and
+reports evaluate.py's counting accuracy and confusion matrix.
+
 Files:
-  DIR/index.json      {"version", "id", "task" (separation | enhancement), "sample_rate",
+  DIR/index.json      {"version", "id", "task" (separation | enhancement | counting), "sample_rate",
                        "num_speakers", "fixed_length" (0: dynamic), "window", "overlap" (samples;
                        null: whole inputs), "data" (separation: {path, split, mix_type, resample,
-                       downmix}; enhancement: src.data.enhancement.enhancement_pairs' description),
-                       "utterances": [{key, length, sha1, bins: [names]}],
+                       downmix}; counting the same with a list of paths; enhancement:
+                       src.data.enhancement.enhancement_pairs' description),
+                       "utterances": [{key, length, sha1, bins: [names]}] (counting: also num_speakers),
                        "bins": {name: {"inputs": [{file, shape, dtype}], sha1, samples | frames}}
-                       enhancement also: "config" (the model's config), "stft" {n_fft, hop, win}}
+                       enhancement and counting also: "config" (the model's config);
+                       enhancement: "stft" {n_fft, hop, win}}
   DIR/<name>.bin      separation: the k-th input of an utterance (`<key>_<k>.bin`), float32 (1, samples);
                       enhancement: features of a pair (`<key>_<snr>dB.bin`), float32 (1, frames, bins),
-                      and its frame_lengths (`<key>_<snr>dB_lengths.bin`), int32 (1,)
+                      and its frame_lengths (`<key>_<snr>dB_lengths.bin`), int32 (1,);
+                      counting: features of the k-th window of an utterance (`<key>_<k>.bin`),
+                      float32 (1, frames, n_mels)
                       (all raw little-endian; an entry's inputs in the graph's input order)
   RESULT/<name>.bin   the model's output for an entry: raw little-endian float32, separation
-                      (1, C, samples), enhancement the mask (1, frames, bins)
+                      (1, C, samples), enhancement the mask (1, frames, bins), counting the logits
+                      (1, counts)
   RESULT/run.json     what wrote the results: model, backend, device, index id, timing
 """
 import glob
@@ -59,7 +70,7 @@ import numpy as np
 
 from src.config import Config
 from src.config_schema import TASKS
-from src.data.dataset import open_utterances, sized
+from src.data.dataset import chain_utterances, open_utterances, sized
 from src.data.enhancement import enhancement_pairs
 from src.errors import UserError
 from src.features import StftConfig
@@ -184,6 +195,46 @@ def write_enhancement_bins(cfg, out_dir, split="test", max_utterances=0, log=pri
     return index
 
 
+class _FeatureRecorder:
+    """Stand-in counting network: keeps its inputs (features), returns zero logits."""
+
+    def __init__(self, num_counts):
+        self.num_counts, self.inputs = num_counts, []
+
+    def __call__(self, features):
+        self.inputs.append(np.asarray(features, np.float32))
+        return np.zeros((1, self.num_counts), np.float32)
+
+
+def write_counting_bins(utterances, out_dir, counter_of, cfg, data, max_utterances=0, log=print):
+    """Write a counting network's inputs for every utterance (the features of each window its
+    counter scores) + `out_dir/index.json`.
+
+    utterances: dicts {key, mix (T,), src (C, T)} of any speaker counts; counter_of: `scores_fn ->
+    counter` (src.inference.speaker_count.ClassifierCounter of the model's config `cfg`, which the
+    index records so that postprocess.py builds the same counter); data: where the utterances came
+    from (path: a list, split, mix_type, resample, downmix). Returns the index (dict)."""
+    index = _new_index(out_dir, "counting", cfg.sample_rate, data, config=cfg.to_dict())
+    total_frames = 0
+    for count, utt in enumerate(utterances):
+        if max_utterances and count >= max_utterances:
+            break
+        mixture = np.asarray(utt["mix"], np.float32)
+        recorder = _FeatureRecorder(len(cfg.model.speaker_counts))
+        counter_of(recorder)(mixture)
+        names = [_add_entry(index, out_dir, f"{utt['key']}_{k:03d}", [features], frames=int(features.shape[1]))
+                 for k, features in enumerate(recorder.inputs)]
+        total_frames += sum(features.shape[1] for features in recorder.inputs)
+        index["utterances"].append({"key": utt["key"], "num_speakers": int(utt["src"].shape[0]),
+                                    "length": int(len(mixture)), "sha1": _sha1(mixture), "bins": names})
+    if not index["utterances"]:
+        raise OfflineInferenceError(f"{', '.join(data['path'])}: no utterances to write")
+    write_json(os.path.join(out_dir, INDEX_NAME), index)
+    log(f"wrote the counting network's inputs ({len(index['bins'])} windows, {total_frames} frames) of "
+        f"{len(index['utterances'])} mixtures to {out_dir} (+ {INDEX_NAME})")
+    return index
+
+
 def write_json(path, obj):
     """Write `obj` as JSON to `path` atomically."""
     with open(path + ".tmp", "w", encoding="utf-8") as f:
@@ -221,6 +272,19 @@ def _add_entry(index, out_dir, name, arrays, suffixes=(), **info):
         inputs.append({"file": file, "shape": [int(d) for d in array.shape], "dtype": dtype})
     index["bins"][files[0]] = {"inputs": inputs, "sha1": _sha1(arrays[0]), **info}
     return files[0]
+
+
+def check_frames_graph(input_shape, width, model_path, bin_dir, model, items):
+    """Refuse a graph that does not take `(1, any frames, width)` features, as the bins of `bin_dir`
+    (of `model`, e.g. "a counting model"; whole `items` of any length) are."""
+    if len(input_shape) != 3 or input_shape[0] not in (1, -1) or input_shape[2] != width:
+        raise OfflineInferenceError(
+            f"{model_path}: takes inputs of shape {input_shape}, but {bin_dir} holds features (1, frames, {width}) "
+            f"of {model}; export that model's checkpoint with export.py")
+    if input_shape[1] != -1:
+        raise OfflineInferenceError(
+            f"{model_path}: a graph of exactly {input_shape[1]} frames, but {bin_dir} holds whole {items} of any "
+            "length; export the network with a dynamic frame axis (export.py without --length)")
 
 
 def read_index(bin_dir):
@@ -332,15 +396,19 @@ class ReplaySeparator:
 
 def indexed_utterances(index, data_path=None):
     """The utterances of the index, read again from their data (or `data_path`) with their
-    sources, in index order; each mixture must be the one preprocess.py wrote (same SHA-1)."""
+    sources, in index order; each mixture must be the one preprocess.py wrote (same SHA-1).
+    A counting index may list several data paths (chained, as evaluate.py chains its --data-dir)."""
     data = index.get("data") or {}
     path = data_path or data.get("path")
     if not path:
         raise OfflineInferenceError("the index does not say where the data is; pass the data path")
     wanted = {u["key"]: u for u in index["utterances"]}
-    utterances = open_utterances(path, index["sample_rate"], index.get("num_speakers"), data.get("split", "test"),
-                                 data.get("mix_type", "mix_clean"), data.get("resample", False),
-                                 data.get("downmix", False))
+    paths = [path] if isinstance(path, str) else list(path)
+    utterances = chain_utterances([(p, open_utterances(p, index["sample_rate"], index.get("num_speakers"),
+                                                       data.get("split", "test"), data.get("mix_type", "mix_clean"),
+                                                       data.get("resample", False), data.get("downmix", False)))
+                                   for p in paths])
+    where = ", ".join(paths)
 
     def generate():
         seen = set()
@@ -349,14 +417,14 @@ def indexed_utterances(index, data_path=None):
             if entry is None:
                 continue
             if _sha1(np.asarray(utt["mix"], np.float32)) != entry["sha1"]:
-                raise OfflineInferenceError(f"{path}: the mixture of {utt['key']} differs from the one preprocess.py "
+                raise OfflineInferenceError(f"{where}: the mixture of {utt['key']} differs from the one preprocess.py "
                                             "wrote; preprocess again")
             seen.add(utt["key"])
             yield utt
             if len(seen) == len(wanted):
                 return
         missing = [k for k in wanted if k not in seen]
-        raise OfflineInferenceError(f"{path}: {len(missing)} preprocessed utterance(s) not found (first: "
+        raise OfflineInferenceError(f"{where}: {len(missing)} preprocessed utterance(s) not found (first: "
                                     f"{missing[0]}); pass the data preprocess.py read")
     return sized(generate(), len(wanted))
 
@@ -410,3 +478,26 @@ def indexed_pairs(index):
             yield pair
     return sized(generate(), len(wanted))
 
+
+class ReplayClassifier:
+    """Counting network stand-in `features (1, F, n_mels) -> logits (1, counts)` that returns the
+    stored logits of features preprocess.py wrote, found by content. Features that were not
+    written are an error, not a guess."""
+
+    def __init__(self, index, result_dir):
+        self.index, self.result_dir = index, result_dir
+        self.by_content = {info["sha1"]: name for name, info in index["bins"].items()}
+        self.num_counts = len(index["config"]["model"]["speaker_counts"])
+
+    def __call__(self, features):
+        name = self.by_content.get(_sha1(features))
+        if name is None:
+            raise OfflineInferenceError(
+                f"features of {features.shape[1]} frames are not among the preprocessed inputs (index "
+                f"{self.index['id']}): the data differ from what preprocess.py used; preprocess again")
+        path = os.path.join(self.result_dir, name)
+        logits = np.fromfile(path, dtype=BIN_DTYPE)
+        if logits.size != self.num_counts:
+            raise OfflineInferenceError(f"{path}: {logits.size} float32 values, expected {self.num_counts} logits; "
+                                        "run infer.py again")
+        return logits.reshape(1, self.num_counts)

@@ -23,7 +23,6 @@ mixtures); the user may set one for all.
 """
 from typing import Callable, NamedTuple
 
-import mindspore as ms
 import numpy as np
 
 from src.inference.separation import SeparationError
@@ -45,14 +44,15 @@ class OutputCounter(NamedTuple):
 class ClassifierCounter:
     """A counting network as a counter: `counter(mixture (T,), ...) -> count`.
 
-    net: MindSpore cell `features -> (1, len(counts))` logits; features_fn: `(1, T)` float32 ->
-    its input; window: samples per call (the length it was trained on). A longer mixture is
-    scored in windows of that length, half overlapping, the last one ending at the mixture's end,
-    and the logits are averaged: every call sees what training showed it, and memory stays
-    bounded. (The separation windows passed to a counter do not apply.)"""
+    scores_fn: numpy `features -> (1, len(counts))` logits (src/inference/network.py
+    NetworkClassifier, or a replay of stored results); features_fn: `(1, T)` float32 -> its
+    input; window: samples per call (the length it was trained on). A longer mixture is scored
+    in windows of that length, half overlapping, the last one ending at the mixture's end, and
+    the logits are averaged: every call sees what training showed it, and memory stays bounded.
+    (The separation windows passed to a counter do not apply.)"""
 
-    def __init__(self, net, features_fn, counts, window):
-        self.net, self.features_fn, self.counts, self.window = net, features_fn, list(counts), int(window)
+    def __init__(self, scores_fn, features_fn, counts, window):
+        self.scores_fn, self.features_fn, self.counts, self.window = scores_fn, features_fn, list(counts), int(window)
 
     def scores(self, mixture):
         """Mean logits `(len(counts),)` over the windows of `mixture`."""
@@ -62,7 +62,7 @@ class ClassifierCounter:
         total = 0.0
         for start in starts:
             chunk = np.asarray(mixture[start:start + self.window], dtype=np.float32)
-            total = total + self.net(ms.Tensor(self.features_fn(chunk[None]))).asnumpy()[0]
+            total = total + np.asarray(self.scores_fn(self.features_fn(chunk[None])))[0]
         return total / len(starts)
 
     def __call__(self, mixture, window=None, overlap=None, batch_size=1):

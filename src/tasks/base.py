@@ -9,6 +9,7 @@ from abc import ABC, abstractmethod
 
 from src.errors import UserError
 from src.evaluation.report import EvaluationError
+from src.inference.offline import OfflineInferenceError
 
 
 def check_same_rate(path, cfg, other_path, other_cfg):
@@ -16,6 +17,16 @@ def check_same_rate(path, cfg, other_path, other_cfg):
     if cfg.sample_rate != other_cfg.sample_rate:
         raise EvaluationError(f"{path}: works at {cfg.sample_rate} Hz but {other_path} at {other_cfg.sample_rate} Hz; "
                               "speaker counting needs models at one sample rate")
+
+
+def check_offline_request(args, cfg, graphs):
+    """Refuse preprocess.py options that do not fit a model of `cfg` whose `graphs` take whole
+    inputs over frames (the STFT on the host): a fixed length, another sample rate."""
+    if args.fixed_length:
+        raise OfflineInferenceError(f"--fixed-length {args.fixed_length}: {graphs} take any number of frames "
+                                    "(export.py exports them with a dynamic frame axis); leave it at 0")
+    if args.sample_rate and args.sample_rate != cfg.sample_rate:
+        raise OfflineInferenceError(f"--sample-rate {args.sample_rate}: {args.config} works at {cfg.sample_rate} Hz")
 
 
 class Task(ABC):
@@ -80,7 +91,7 @@ class Task(ABC):
     # ---- export (export.py)
     @abstractmethod
     def export_graph(self, cfg):
-        """The exported graph's contract (src/export.py: SeparationGraph, MaskGraph)."""
+        """The exported graph's contract (src/export.py: SeparationGraph, MaskGraph, CountGraph)."""
 
     # ---- offline inference (preprocess.py --infer-bins, infer.py, postprocess.py)
     @abstractmethod

@@ -27,14 +27,14 @@ from src.export import MaskGraph
 from src.features import StftConfig
 from src.inference.enhancement import Enhancer
 from src.inference.network import MinLengthSeparator
-from src.inference.offline import (OfflineInferenceError, ReplayMasker, indexed_pairs, run_meta, stft_config_of,
-                                   write_enhancement_bins)
+from src.inference.offline import (OfflineInferenceError, ReplayMasker, check_frames_graph, indexed_pairs, run_meta,
+                                   stft_config_of, write_enhancement_bins)
 from src.losses.mask_loss import build_mask_loss
 from src.metrics import MetricError
 from src.models import build_model
 from src.runtime.checkpoint import load_model
 from src.runtime.device import combine_means, init_context
-from src.tasks.base import Task
+from src.tasks.base import Task, check_offline_request
 
 
 class EnhancementTask(Task):
@@ -179,12 +179,10 @@ class EnhancementTask(Task):
     # ---------------------------------------------------------------- offline inference
     def write_offline_inputs(self, args, cfg):
         """The mask network's inputs for the config's test pairs (features + frame lengths)."""
-        if args.fixed_length:
-            raise OfflineInferenceError(f"--fixed-length {args.fixed_length}: enhancement graphs take any number of "
-                                        "frames (export.py exports them with a dynamic frame axis); leave it at 0")
-        if args.sample_rate and args.sample_rate != cfg.sample_rate:
-            raise OfflineInferenceError(f"--sample-rate {args.sample_rate}: {args.config} works at "
-                                        f"{cfg.sample_rate} Hz")
+        if args.data_dir:
+            raise OfflineInferenceError(f"--data-dir {args.data_dir}: an enhancement model's pairs come from its "
+                                        f"config (data.test_clean / test_noise / test_snrs); give -c {args.config} alone")
+        check_offline_request(args, cfg, "enhancement graphs")
         if args.resample:
             cfg.data.resample = True
         if args.downmix:
@@ -193,15 +191,8 @@ class EnhancementTask(Task):
 
     def check_offline_inputs(self, input_shape, index, model_path, bin_dir):
         """Features (1, any frames, the index's bins)."""
-        bins = stft_config_of(index).bins
-        if len(input_shape) != 3 or input_shape[0] not in (1, -1) or input_shape[2] != bins:
-            raise OfflineInferenceError(
-                f"{model_path}: takes inputs of shape {input_shape}, but {bin_dir} holds features (1, frames, {bins}) "
-                "of an enhancement model; export that model's checkpoint with export.py")
-        if input_shape[1] != -1:
-            raise OfflineInferenceError(
-                f"{model_path}: a graph of exactly {input_shape[1]} frames, but {bin_dir} holds whole pairs of any "
-                "length; export the mask network with a dynamic frame axis (export.py without --length)")
+        check_frames_graph(input_shape, stft_config_of(index).bins, model_path, bin_dir, "an enhancement model",
+                           "pairs")
 
     def check_offline_output(self, output, inputs, index, model_path, name):
         """A mask of the features' shape."""

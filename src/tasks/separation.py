@@ -198,8 +198,8 @@ class SeparationTask(Task):
     def write_offline_inputs(self, args, cfg):
         """Every model input of the test mixtures of `args.data_dir` as a .bin file + index."""
         if cfg is not None:
-            raise OfflineInferenceError(f"{args.config}: is a '{self.name}' config; -c is for enhancement models "
-                                        "(for separation give --data-dir TEST_PATH)")
+            raise OfflineInferenceError(f"{args.config}: is a '{self.name}' config; -c is for enhancement and counting "
+                                        "models (for separation give --data-dir TEST_PATH)")
         window, overlap = plan_windows(args.sample_rate, args.fixed_length, args.window_seconds, args.overlap_seconds)
         split = args.split or "test"
         utterances = open_utterances(args.data_dir, args.sample_rate, args.num_speakers, split, args.mix_type,

@@ -1,6 +1,7 @@
 """The speaker-counting task (src/tasks/counting.py): level-free features, labelled batches, the
-counter's windows, and a tiny CountNet trained by train.py used as separate.py's --count-model
-(one compile for the module)."""
+counter's windows, and a tiny CountNet trained by train.py used as separate.py's --count-model,
+scored alone by evaluate.py, exported, and run through the offline pipeline
+(scripts/run_infer_310.sh), which must give evaluate.py's counts."""
 import os
 
 import numpy as np
@@ -48,9 +49,8 @@ class _Logits:
 
     def __call__(self, features):
         self.inputs.append(tuple(features.shape))
-        import mindspore as ms
         long = features.shape[1] > self.frames
-        return ms.Tensor(np.array([[0.0, 1.0 if long else -3.0]], np.float32))
+        return np.array([[0.0, 1.0 if long else -3.0]], np.float32)
 
 
 def test_counter_averages_the_scores_of_windows_of_the_training_length(mini_librimix):
@@ -114,6 +114,102 @@ def test_trained_counter_counts_for_separate_and_refuses_to_separate(trained_cou
         separate.main([path, "--model-path", ckpt, "--out-dir", str(tmp_path / "out2")])
     with pytest.raises(CountingModelError, match="cannot separate"):
         CountingTask().load_separators([ckpt], cfg)
+
+
+def _read_csv(path):
+    import csv
+    with open(path, encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _read_json(path):
+    import json
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def counted(trained_counter, tmp_path_factory):
+    """The tiny counter scored alone by evaluate.py (default data: its config's data.valid, the mini
+    LibriMix), exported by export.py and run by run_infer_310.sh with its config -> paths and reports."""
+    import subprocess
+    import sys
+
+    import evaluate
+    import export
+    ckpt, folder = trained_counter
+    out = tmp_path_factory.mktemp("counted")
+    assert evaluate.main(["--model-path", ckpt, "--out-dir", str(out / "eval")]) == 0
+    mindir = str(out / "counter.mindir")
+    assert export.main(["--ckpt", ckpt, "--file-name", mindir]) == 0
+    result = subprocess.run(["bash", os.path.join("scripts", "run_infer_310.sh"), mindir,
+                             os.path.join(folder, "config.yaml"), "y", "CPU", "0"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "INFER_OUT": str(out / "infer")})
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {"ckpt": ckpt, "mindir": mindir, "out": out, "stdout": result.stdout,
+            "eval": _read_csv(out / "eval" / "per_utterance.csv"), "eval_summary": _read_json(out / "eval" / "summary.json"),
+            "offline": _read_csv(out / "infer" / "report" / "per_utterance.csv"),
+            "offline_summary": _read_json(out / "infer" / "report" / "summary.json")}
+
+
+def test_evaluate_scores_a_counter_alone_with_its_own_decisions(counted, mini_librimix):
+    from src.data.dataset import open_utterances
+    from src.runtime.checkpoint import model_config
+    from src.tasks import load_counter
+    cfg = model_config(counted["ckpt"])
+    counter = load_counter(counted["ckpt"], {2: cfg})
+    want = [(utt["key"], str(count), str(counter(utt["mix"])))
+            for count in (2, 3) for utt in open_utterances(os.path.join(mini_librimix, f"Libri{count}Mix"), 8000)]
+    assert [(r["key"], r["num_speakers"], r["found"]) for r in counted["eval"]] == want
+    assert {true for _, true, _ in want} == {"2", "3"}
+    summary, total = counted["eval_summary"]["summary"], len(want)
+    right = sum(found == true for _, true, found in want)
+    assert summary["count"] == total and summary["correct"] == right
+    assert summary["accuracy"] == pytest.approx(right / total) and summary["failed"] == 0
+    assert sum(sum(row.values()) for row in summary["confusion"].values()) == total
+    assert counted["eval_summary"]["meta"]["data"] == [os.path.join(mini_librimix, f"Libri{n}Mix") for n in (2, 3)]
+
+
+def test_offline_pipeline_counts_as_evaluate_with_the_networks_logits(counted):
+    from src.inference.network import NetworkClassifier
+    from src.inference.offline import read_index, read_inputs
+    from src.runtime.checkpoint import load_model
+    assert "input length: any" in counted["stdout"] and "Speaker counting accuracy: " in counted["stdout"]
+    assert ([(r["key"], r["num_speakers"], r["found"]) for r in counted["offline"]]
+            == [(r["key"], r["num_speakers"], r["found"]) for r in counted["eval"]])
+    ours, theirs = counted["offline_summary"]["summary"], counted["eval_summary"]["summary"]
+    assert ours["confusion"] == theirs["confusion"] and ours["accuracy"] == theirs["accuracy"]
+    bins = counted["out"] / "infer" / "bins"
+    index = read_index(bins)
+    assert index["task"] == "counting" and len(index["utterances"]) == len(counted["eval"])
+    assert len(index["bins"]) > len(index["utterances"])       # mixtures longer than 1 s: several windows
+    network = NetworkClassifier(load_model(counted["ckpt"])[0])
+    for name, info in index["bins"].items():
+        (features,) = read_inputs(bins, info)
+        stored = np.fromfile(counted["out"] / "infer" / "results" / name, dtype="<f4").reshape(1, 2)
+        np.testing.assert_allclose(stored, network(features), atol=1e-5)
+
+
+def test_counter_stages_refuse_what_does_not_apply(counted, trained_counter):
+    import evaluate
+    import export
+    import postprocess
+    import preprocess
+    from src.evaluation.report import EvaluationError
+    from src.export import ExportError
+    from src.inference.offline import OfflineInferenceError
+    ckpt, folder = trained_counter
+    out = counted["out"]
+    with pytest.raises(EvaluationError, match="is a speaker-counting model; give it alone"):
+        evaluate.main(["--model-path", ckpt, "--count-model", ckpt, "--out-dir", str(out / "e2")])
+    with pytest.raises(ExportError, match="a speaker-counting network is exported with a dynamic frame axis only"):
+        export.main(["--ckpt", ckpt, "--file-name", str(out / "fixed"), "--length", "100"])
+    with pytest.raises(OfflineInferenceError, match="--fixed-length 8000: counting graphs take any number of frames"):
+        preprocess.main(["--infer-bins", str(out / "b2"), "-c", os.path.join(folder, "config.yaml"),
+                         "--fixed-length", "8000"])
+    with pytest.raises(OfflineInferenceError, match="a counting index reads the mixtures recorded in"):
+        postprocess.main(["--bin-dir", str(out / "infer" / "bins"), "--result-dir", str(out / "infer" / "results"),
+                          "--out-dir", str(out / "r2"), "--data-dir", str(out)])
 
 
 def _tiny_separator(folder):
