@@ -526,6 +526,19 @@ def keep_speaker_outputs(params, N, keep):
             for name, value in params.items()}
 
 
+def add_dual_path_layers(params, fresh):
+    """SWave parameters `{name: array}` of a trained model -> those of a deeper one (`fresh`: the
+    deeper model's own initial parameters): the trained layers first, then the new ones from
+    `fresh` with their block projections set to zero. A MulCat block's output is added to its
+    input (a residual), so each new layer starts as the identity and the deeper model computes
+    what the trained one computes. Every other parameter is the trained one."""
+    deeper = {name: np.asarray(params[name]) if name in params else np.asarray(value) for name, value in fresh.items()}
+    for name in deeper:
+        if name not in params and ".block_projection." in name:
+            deeper[name] = np.zeros_like(deeper[name])
+    return deeper
+
+
 def _dense(in_channels, out_channels):
     """nn.Dense with Xavier-normal weight and PyTorch Linear's bias init."""
     return nn.Dense(in_channels, out_channels, weight_init=XavierNormal(),

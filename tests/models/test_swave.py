@@ -204,6 +204,33 @@ def test_selected_outputs_are_those_of_the_bigger_model(tmp_path):
         tool.main([str(tmp_path / "none.ckpt"), str(tmp_path / "bad.ckpt"), "--keep", "0"])
 
 
+def test_added_layers_start_as_the_identity(tmp_path):
+    """tools/add_layers.py: the deeper model separates exactly as the trained one, and its new layers
+    are there to train (their LSTMs are fresh, their block projections zero)."""
+    import importlib.util
+    from src.runtime.checkpoint import CheckpointError, config_meta, load_model, save_network
+    spec = importlib.util.spec_from_file_location("add_layers", os.path.join(ROOT, "tools", "add_layers.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    cfg = load_config(DEMO_CONFIG, ["model.R=1"])
+    shallow = build_model(cfg)
+    save_network(str(tmp_path / "shallow.ckpt"), shallow, config_meta(cfg))
+    assert tool.main([str(tmp_path / "shallow.ckpt"), str(tmp_path / "deep.ckpt"), "--layers", "2"]) == 0
+    deep, deep_cfg = load_model(str(tmp_path / "deep.ckpt"))
+    assert deep_cfg.model.R == 2
+    params = {p.name: p.asnumpy() for p in deep.get_parameters()}
+    for name, value in params.items():
+        if ".1.block_projection." in name:
+            assert not value.any(), name
+        elif "grnn.1." in name and name.endswith("weight_ih_l0"):
+            assert np.abs(value).max() > 0, name
+    shallow.set_train(False)
+    mixture = ms.Tensor(np.random.default_rng(0).standard_normal((1, 1203)).astype(np.float32))
+    np.testing.assert_allclose(deep(mixture).asnumpy(), shallow(mixture).asnumpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(CheckpointError, match="--layers 1: .* has 1 layers already"):
+        tool.main([str(tmp_path / "shallow.ckpt"), str(tmp_path / "bad.ckpt"), "--layers", "1"])
+
+
 def test_bad_hyper_parameters_and_input_are_refused():
     with pytest.raises(SWaveConfigError, match="C=0"):
         SWave(16, 4, 8, 1, 0, 8000, 1.0)
