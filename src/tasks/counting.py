@@ -35,7 +35,7 @@ from src.inference.speaker_count import ClassifierCounter
 from src.models import build_model
 from src.runtime.checkpoint import load_model
 from src.runtime.device import combine_means, init_context
-from src.tasks.base import Task, check_same_rate, check_offline_request
+from src.tasks.base import Task, check_offline_request, check_same_rate
 
 
 class CountingModelError(UserError):
