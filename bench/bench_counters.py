@@ -42,7 +42,7 @@ def main():
     args = parser.parse_args()
 
     from src.data.mini_librimix import GAIN_DB
-    from src.data.mixing import SpeechMixer, load_speakers
+    from src.data.mixing import SpeechMixer, active_sources, load_speakers
     from src.runtime.checkpoint import model_config
     from src.tasks import load_counter
 
@@ -62,7 +62,7 @@ def main():
     truth, mixtures = [], []
     for step in range(args.mixtures):
         mix, sources, lengths = mixer.batch(0, step, 1)
-        truth.append(int(np.sum(np.any(sources[0] != 0, axis=-1))))
+        truth.append(int(active_sources(sources[0])))
         mixtures.append(mix[0, :lengths[0]])
     truth = np.array(truth)
     print(f"{len(mixtures)} mixtures of {args.speech} ({args.seconds:g} s crops): "

@@ -69,6 +69,12 @@ def load_speakers(source, sample_rate, resample=False):
     return tuple((speaker, tuple(signals)) for speaker, signals in sorted(by_speaker.items()))
 
 
+def active_sources(sources):
+    """The speakers of mixed items: `sources (..., C, T)` -> the number of sources that are not all
+    zero `(...)` (SpeechMixer pads items with fewer speakers than C with silent sources)."""
+    return np.sum(np.any(np.asarray(sources) != 0, axis=-1), axis=-1)
+
+
 class SpeechMixer:
     """Training batches mixed on the fly from single-speaker utterances (module docstring).
 

@@ -22,7 +22,7 @@ from mindspore import nn
 from src.config import Config
 from src.data.dataset import chain_utterances, open_utterances
 from src.data.layout import DataError
-from src.data.mixing import SpeechMixer, load_speakers
+from src.data.mixing import SpeechMixer, active_sources, load_speakers
 from src.errors import UserError
 from src.evaluation.report import EvaluationError, Report
 from src.evaluation.separation import evaluate_counter, print_count_summary, summarize_counts
@@ -99,10 +99,9 @@ class CountingTask(Task):
                             speed=cfg.data.speed_perturb)
         batches = mixer.epoch_batches(epoch, cfg.data.steps_per_epoch, cfg.train.batch_size, num_shards, shard_id)
         for step, (mix, sources, lengths) in enumerate(batches):
-            active = np.sum(np.any(sources != 0, axis=-1), axis=-1)
             features = _masked(features_of(mix, cfg), cfg.data.mask_bands, cfg.data.mask_frames,
                                np.random.default_rng([cfg.seed, epoch, step, shard_id, 1]))
-            yield features, np.asarray([counts.index(n) for n in active], np.int32), lengths
+            yield features, np.asarray([counts.index(n) for n in active_sources(sources)], np.int32), lengths
 
     def count_folders(self, cfg, root=None):
         """The Libri<n>Mix folder of every count of model.speaker_counts in `root` (default: data.valid)."""
