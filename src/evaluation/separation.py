@@ -197,35 +197,31 @@ def evaluate_counting(separators, utterances, sample_rate, threshold_db, window=
     or `error`.
     """
     _check_window(window, overlap)
-    total = len(utterances) if hasattr(utterances, "__len__") else None
-    rows = []
-    with progress_bar(total, progress, "counting") as bar:
-        for utt in utterances:
-            row = _base_row(utt, sample_rate)
-            try:
-                found, est, trace = count_and_separate(separators, utt["mix"], threshold_db, window, overlap,
-                                                       batch_size, counter)
-                row["found"] = found
-                row["models_run"] = ">".join(str(c) for c, _ in trace)
-                row.update(score_with_count(est, utt["src"], utt["mix"]))
-            except (SeparationError, MetricError) as err:
-                row["error"] = str(err)
-            rows.append(row)
-            bar.update(1)
-    return rows
+
+    def count_and_score(row, utt):
+        found, est, trace = count_and_separate(separators, utt["mix"], threshold_db, window, overlap, batch_size,
+                                               counter)
+        row.update(found=found, models_run=">".join(str(c) for c, _ in trace))
+        row.update(score_with_count(est, utt["src"], utt["mix"]))
+    return _counting_rows(utterances, sample_rate, progress, count_and_score)
 
 
 def evaluate_counter(counter, utterances, sample_rate, progress=True):
     """The speaker count of every utterance found by `counter` (`mixture (T,) -> count`) alone.
     A row: key, num_speakers (true), found, length, seconds, or `error`."""
+    return _counting_rows(utterances, sample_rate, progress, lambda row, utt: row.update(found=counter(utt["mix"])))
+
+
+def _counting_rows(utterances, sample_rate, progress, fill):
+    """A row per utterance: `_base_row` completed by `fill(row, utt)`, or its `error`."""
     total = len(utterances) if hasattr(utterances, "__len__") else None
     rows = []
     with progress_bar(total, progress, "counting") as bar:
         for utt in utterances:
             row = _base_row(utt, sample_rate)
             try:
-                row["found"] = counter(utt["mix"])
-            except SeparationError as err:
+                fill(row, utt)
+            except (SeparationError, MetricError) as err:
                 row["error"] = str(err)
             rows.append(row)
             bar.update(1)
