@@ -6,8 +6,6 @@ fake model exactly. Slow part (module fixtures, one network compile + two export
 SWave checkpoint exported with a dynamic and a fixed length, compared with the network, and run
 through the whole script on a few bundled test mixtures.
 """
-import csv
-import json
 import os
 import subprocess
 import sys
@@ -16,6 +14,7 @@ import numpy as np
 import pytest
 
 import preprocess
+from src.evaluation.report import read_report
 from src.evaluation.separation import evaluate_utterances
 from src.metrics import score_utterance
 from src.inference.offline import OfflineInferenceError, ReplaySeparator, read_index, read_run, write_input_bins
@@ -190,11 +189,6 @@ def run_script(model, data, out_dir, cwd=REPO, **env):
                           capture_output=True, text=True, timeout=600)
 
 
-def read_rows(report_dir):
-    with open(os.path.join(report_dir, "per_utterance.csv"), encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
 def reference_rows(exported, separate):
     """Scores of the checkpoint's network on the first test utterances, `separate(fn, mix)`."""
     from src.data.dataset import iterate_utterances
@@ -224,15 +218,13 @@ def test_dynamic_graph_pipeline_gives_evaluation_numbers(exported):
     assert "input length: any" in result.stdout
     average = [line for line in result.stdout.splitlines() if line.startswith("Average SISNR improvement:")]
     assert len(average) == 1
-    rows = read_rows(out / "report")
+    rows, report = read_report(out / "report")
     want = reference_rows(exported, lambda fn, mix: separate_whole(fn, mix, 2))
     assert [r["key"] for r in rows] == [r["key"] for r in want]
     for got, ref in zip(rows, want):
         assert float(got["si_snri"]) == pytest.approx(ref["si_snri"], abs=0.01)  # CSV rounds to 1e-4
     mean = np.mean([r["si_snri"] for r in want])
     assert float(average[0].split(":")[1]) == pytest.approx(mean, abs=0.01)
-    with open(out / "report" / "summary.json", encoding="utf-8") as f:
-        report = json.load(f)
     assert report["summary"]["count"] == NUM_UTTERANCES
     assert report["meta"]["backend"] in ("mindspore", "mindspore_lite") and report["meta"]["fixed_length"] is None
     for log in ("preprocess.log", "infer.log", "acc.log"):
@@ -253,7 +245,7 @@ def test_fixed_length_graph_pipeline_stitches_windows_like_separate_long(exporte
     overlap = int(OVERLAP_SECONDS * RATE)
     want = reference_rows(exported, lambda fn, mix: separate_long(fn, mix, 2, FIXED_LENGTH, overlap,
                                                                   static_length=True))
-    rows = read_rows(out / "report")
+    rows, _ = read_report(out / "report")
     for got, ref in zip(rows, want):
         assert float(got["si_snri"]) == pytest.approx(ref["si_snri"], abs=0.01)
 

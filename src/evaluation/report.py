@@ -1,6 +1,6 @@
 """Reports of every evaluation (evaluate.py, postprocess.py; separation and enhancement): the
-progress bar, averages, `per_utterance.csv` + `summary.json`, and `publish`, the one tail that
-prints the averages, writes the files and gives the exit status."""
+progress bar, averages, `per_utterance.csv` + `summary.json` (written and read back), and `publish`,
+the one tail that prints the averages, writes the files and gives the exit status."""
 import csv
 import json
 import math
@@ -82,6 +82,15 @@ def write_report(rows, summary, out_dir, meta):
         json.dump(_json_safe(report), f, indent=1)
     os.replace(json_path + ".tmp", json_path)
     return csv_path, json_path
+
+
+
+def read_report(out_dir):
+    """What write_report wrote in `out_dir` -> (rows: dicts of the CSV's text, {"summary", "meta"})."""
+    with open(os.path.join(out_dir, "per_utterance.csv"), newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    with open(os.path.join(out_dir, "summary.json"), encoding="utf-8") as f:
+        return rows, json.load(f)
 
 
 

@@ -116,27 +116,15 @@ def test_trained_counter_counts_for_separate_and_refuses_to_separate(trained_cou
         CountingTask().load_separators([ckpt], cfg)
 
 
-def _read_csv(path):
-    import csv
-    with open(path, encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def _read_json(path):
-    import json
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 @pytest.fixture(scope="module")
 def counted(trained_counter, tmp_path_factory):
     """The tiny counter scored alone by evaluate.py (default data: its config's data.valid, the mini
     LibriMix), exported by export.py and run by run_infer_310.sh with its config -> paths and reports."""
     import subprocess
-    import sys
 
     import evaluate
     import export
+    from src.evaluation.report import read_report
     ckpt, folder = trained_counter
     out = tmp_path_factory.mktemp("counted")
     assert evaluate.main(["--model-path", ckpt, "--out-dir", str(out / "eval")]) == 0
@@ -146,10 +134,9 @@ def counted(trained_counter, tmp_path_factory):
                              os.path.join(folder, "config.yaml"), "y", "CPU", "0"], cwd=ROOT, capture_output=True,
                             text=True, timeout=300, env={**os.environ, "INFER_OUT": str(out / "infer")})
     assert result.returncode == 0, result.stdout + result.stderr
-    return {"ckpt": ckpt, "mindir": mindir, "out": out, "stdout": result.stdout,
-            "eval": _read_csv(out / "eval" / "per_utterance.csv"), "eval_summary": _read_json(out / "eval" / "summary.json"),
-            "offline": _read_csv(out / "infer" / "report" / "per_utterance.csv"),
-            "offline_summary": _read_json(out / "infer" / "report" / "summary.json")}
+    (rows, report), (offline_rows, offline_report) = read_report(out / "eval"), read_report(out / "infer" / "report")
+    return {"ckpt": ckpt, "mindir": mindir, "out": out, "stdout": result.stdout, "eval": rows,
+            "eval_summary": report, "offline": offline_rows, "offline_summary": offline_report}
 
 
 def test_evaluate_scores_a_counter_alone_with_its_own_decisions(counted, mini_librimix):

@@ -6,9 +6,7 @@ per-pair CSV and a per-SNR summary whose improvements are over the noisy input; 
 mask network computes the network's mask (three frame counts in export.py's own check, and every
 mask the offline run produced); the offline pipeline reports evaluate.py's numbers.
 """
-import csv
 import glob
-import json
 import os
 import subprocess
 import sys
@@ -17,6 +15,7 @@ import numpy as np
 import pytest
 
 from src.config import load_config, save_config
+from src.evaluation.report import read_report
 from src.metrics import si_snr, stoi_score
 from src.inference.offline import read_index, read_inputs
 from src.tasks.enhancement import EnhancementTask
@@ -30,16 +29,6 @@ SCORES = ("si_snr", "si_snri", "stoi", "stoii", "pesq", "pesqi")
 def run(*args, **env):
     return subprocess.run(list(args), cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, **env})
-
-
-def read_csv(path):
-    with open(path, encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +62,8 @@ def evaluated(rt):
     result = run(sys.executable, "evaluate.py", "--model-path", rt["ckpt"])
     assert result.returncode == 0, result.stdout + result.stderr
     report = rt["folder"] / "exp" / "eval"   # default: <experiment>/eval
-    return {"stdout": result.stdout, "rows": read_csv(report / "per_utterance.csv"),
-            "report": read_json(report / "summary.json")}
+    rows, report = read_report(report)
+    return {"stdout": result.stdout, "rows": rows, "report": report}
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +80,8 @@ def offline(rt, exported):
     result = run("bash", os.path.join("scripts", "run_infer_310.sh"), exported["mindir"], rt["config"], "y", "CPU",
                  "0", INFER_OUT=str(out))
     assert result.returncode == 0, result.stdout + result.stderr
-    return {"stdout": result.stdout, "out": out, "rows": read_csv(out / "report" / "per_utterance.csv"),
-            "report": read_json(out / "report" / "summary.json")}
+    rows, report = read_report(out / "report")
+    return {"stdout": result.stdout, "out": out, "rows": rows, "report": report}
 
 
 def test_evaluate_cli_scores_every_pair_per_snr_against_the_noisy_input(rt, evaluated):
