@@ -181,13 +181,19 @@ def test_registry_builds_from_config():
         build_model(Config({"model": {"name": "swave", "N": 8}, "sample_rate": 8000, "segment": 1.0}))
 
 
-def test_selected_outputs_are_those_of_the_bigger_model(tmp_path):
-    """tools/select_outputs.py: a model with outputs [2, 0] of a 3-speaker one gives exactly those."""
+def _tool(name):
+    """The module tools/<name>.py (the tools folder is not a package)."""
     import importlib.util
-    from src.runtime.checkpoint import CheckpointError, config_meta, load_model, save_network
-    spec = importlib.util.spec_from_file_location("select_outputs", os.path.join(ROOT, "tools", "select_outputs.py"))
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "tools", f"{name}.py"))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
+    return tool
+
+
+def test_selected_outputs_are_those_of_the_bigger_model(tmp_path):
+    """tools/select_outputs.py: a model with outputs [2, 0] of a 3-speaker one gives exactly those."""
+    from src.runtime.checkpoint import CheckpointError, config_meta, load_model, save_network
+    tool = _tool("select_outputs")
     cfg = load_config(DEMO_CONFIG, ["model.C=3"])
     big = build_model(cfg)
     save_network(str(tmp_path / "big.ckpt"), big, config_meta(cfg))
@@ -207,11 +213,8 @@ def test_selected_outputs_are_those_of_the_bigger_model(tmp_path):
 def test_added_layers_start_as_the_identity(tmp_path):
     """tools/add_layers.py: the deeper model separates exactly as the trained one, and its new layers
     are there to train (their LSTMs are fresh, their block projections zero)."""
-    import importlib.util
     from src.runtime.checkpoint import CheckpointError, config_meta, load_model, save_network
-    spec = importlib.util.spec_from_file_location("add_layers", os.path.join(ROOT, "tools", "add_layers.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = _tool("add_layers")
     cfg = load_config(DEMO_CONFIG, ["model.R=1"])
     shallow = build_model(cfg)
     save_network(str(tmp_path / "shallow.ckpt"), shallow, config_meta(cfg))
