@@ -147,13 +147,10 @@ def write_input_bins(utterances, out_dir, sample_rate, fixed_length=0, window=No
             total_samples += len(row)
         index["utterances"].append({"key": utt["key"], "length": int(len(mixture)), "sha1": _sha1(mixture),
                                     "bins": names})
-    if not index["utterances"]:
-        raise OfflineInferenceError(f"{(data or {}).get('path', 'the data')}: no utterances to write")
-    write_json(os.path.join(out_dir, INDEX_NAME), index)
     shape = f"windows of {fixed_length} samples" if fixed_length else "any length"
-    log(f"wrote {len(index['bins'])} inputs ({shape}, {total_samples / sample_rate:.1f} s) of "
-        f"{len(index['utterances'])} mixtures to {out_dir} (+ {INDEX_NAME})")
-    return index
+    return _save_index(index, out_dir, f"{(data or {}).get('path', 'the data')}: no utterances to write",
+                       f"{len(index['bins'])} inputs ({shape}, {total_samples / sample_rate:.1f} s) of "
+                       f"{len(index['utterances'])} mixtures", log)
 
 
 class _MaskInputRecorder:
@@ -187,12 +184,9 @@ def write_enhancement_bins(cfg, out_dir, split="test", max_utterances=0, log=pri
                           frames=int(features.shape[1]))
         index["utterances"].append({"key": key, "length": int(len(noisy)), "sha1": _sha1(noisy), "bins": [name]})
         total_frames += features.shape[1]
-    if not index["utterances"]:
-        raise OfflineInferenceError(f"{data['clean']}: no pairs to write")
-    write_json(os.path.join(out_dir, INDEX_NAME), index)
-    log(f"wrote the network inputs (features + frame lengths, {total_frames} frames) of {len(index['utterances'])} "
-        f"pairs ({len(data['snrs_db'])} SNRs) to {out_dir} (+ {INDEX_NAME})")
-    return index
+    return _save_index(index, out_dir, f"{data['clean']}: no pairs to write",
+                       f"the network inputs (features + frame lengths, {total_frames} frames) of "
+                       f"{len(index['utterances'])} pairs ({len(data['snrs_db'])} SNRs)", log)
 
 
 class _FeatureRecorder:
@@ -227,12 +221,9 @@ def write_counting_bins(utterances, out_dir, counter_of, cfg, data, max_utteranc
         total_frames += sum(features.shape[1] for features in recorder.inputs)
         index["utterances"].append({"key": utt["key"], "num_speakers": int(utt["src"].shape[0]),
                                     "length": int(len(mixture)), "sha1": _sha1(mixture), "bins": names})
-    if not index["utterances"]:
-        raise OfflineInferenceError(f"{', '.join(data['path'])}: no utterances to write")
-    write_json(os.path.join(out_dir, INDEX_NAME), index)
-    log(f"wrote the counting network's inputs ({len(index['bins'])} windows, {total_frames} frames) of "
-        f"{len(index['utterances'])} mixtures to {out_dir} (+ {INDEX_NAME})")
-    return index
+    return _save_index(index, out_dir, f"{', '.join(data['path'])}: no utterances to write",
+                       f"the counting network's inputs ({len(index['bins'])} windows, {total_frames} frames) of "
+                       f"{len(index['utterances'])} mixtures", log)
 
 
 def write_json(path, obj):
@@ -252,6 +243,16 @@ def _new_index(out_dir, task, sample_rate, data, **fields):
              "num_speakers": None, "fixed_length": 0, "window": None, "overlap": None, "data": data or {},
              "utterances": [], "bins": {}}
     index.update(fields)
+    return index
+
+
+def _save_index(index, out_dir, nothing_written, written, log):
+    """Write `out_dir/index.json` and log what was `written` -> the index; OfflineInferenceError
+    `nothing_written` when it lists no utterance."""
+    if not index["utterances"]:
+        raise OfflineInferenceError(nothing_written)
+    write_json(os.path.join(out_dir, INDEX_NAME), index)
+    log(f"wrote {written} to {out_dir} (+ {INDEX_NAME})")
     return index
 
 
@@ -434,28 +435,48 @@ def stft_config_of(index):
     return StftConfig(**index["stft"])
 
 
-class ReplayMasker:
-    """Masker `(features (1, F, B), frame_lengths (1,)) -> mask (1, F, B)` for the Enhancer that
-    returns the stored mask of features preprocess.py wrote, found by content. Features that were
-    not written are an error, not a guess."""
+class _ReplayFeatures:
+    """Stand-in for a network over host features, `(features (1, F, D), *other inputs) -> output`,
+    that returns the stored output for features preprocess.py wrote, found by content, of the shape
+    `output_shape(entry)`. Features that were not written are an error, not a guess."""
 
     def __init__(self, index, result_dir):
         self.index, self.result_dir = index, result_dir
-        self.by_content = {info["sha1"]: (name, info["inputs"][0]["shape"]) for name, info in index["bins"].items()}
+        self.by_content = {info["sha1"]: (name, self.output_shape(info)) for name, info in index["bins"].items()}
 
-    def __call__(self, features, frame_lengths):
+    def output_shape(self, info):
+        raise NotImplementedError
+
+    def __call__(self, features, *other_inputs):
         found = self.by_content.get(_sha1(features))
         if found is None:
             raise OfflineInferenceError(
                 f"features of {features.shape[1]} frames are not among the preprocessed inputs (index "
-                f"{self.index['id']}): the data or STFT settings differ from what preprocess.py used; preprocess again")
+                f"{self.index['id']}): the data or the feature settings differ from what preprocess.py used; "
+                "preprocess again")
         name, shape = found
         path = os.path.join(self.result_dir, name)
-        mask = np.fromfile(path, dtype=BIN_DTYPE)
-        if mask.size != int(np.prod(shape)):
-            raise OfflineInferenceError(f"{path}: {mask.size} float32 values, expected a mask of shape {shape}; "
+        output = np.fromfile(path, dtype=BIN_DTYPE)
+        if output.size != int(np.prod(shape)):
+            raise OfflineInferenceError(f"{path}: {output.size} float32 values, expected shape {list(shape)}; "
                                         "run infer.py again")
-        return mask.reshape(shape)
+        return output.reshape(shape)
+
+
+class ReplayMasker(_ReplayFeatures):
+    """Masker `(features (1, F, B), frame_lengths (1,)) -> mask (1, F, B)` for the Enhancer: the
+    stored mask of the same features."""
+
+    def output_shape(self, info):
+        return info["inputs"][0]["shape"]
+
+
+class ReplayClassifier(_ReplayFeatures):
+    """Counting network `features (1, F, n_mels) -> logits (1, counts)` for the counter: the stored
+    logits of the same features."""
+
+    def output_shape(self, info):
+        return [1, len(self.index["config"]["model"]["speaker_counts"])]
 
 
 def indexed_pairs(index):
@@ -478,26 +499,3 @@ def indexed_pairs(index):
             yield pair
     return sized(generate(), len(wanted))
 
-
-class ReplayClassifier:
-    """Counting network stand-in `features (1, F, n_mels) -> logits (1, counts)` that returns the
-    stored logits of features preprocess.py wrote, found by content. Features that were not
-    written are an error, not a guess."""
-
-    def __init__(self, index, result_dir):
-        self.index, self.result_dir = index, result_dir
-        self.by_content = {info["sha1"]: name for name, info in index["bins"].items()}
-        self.num_counts = len(index["config"]["model"]["speaker_counts"])
-
-    def __call__(self, features):
-        name = self.by_content.get(_sha1(features))
-        if name is None:
-            raise OfflineInferenceError(
-                f"features of {features.shape[1]} frames are not among the preprocessed inputs (index "
-                f"{self.index['id']}): the data differ from what preprocess.py used; preprocess again")
-        path = os.path.join(self.result_dir, name)
-        logits = np.fromfile(path, dtype=BIN_DTYPE)
-        if logits.size != self.num_counts:
-            raise OfflineInferenceError(f"{path}: {logits.size} float32 values, expected {self.num_counts} logits; "
-                                        "run infer.py again")
-        return logits.reshape(1, self.num_counts)
