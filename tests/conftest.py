@@ -1,4 +1,6 @@
-"""Shared fixtures: a tiny MindRecord copy of the bundled mini LibriMix for training tests."""
+"""Shared fixtures: a tiny MindRecord copy of the bundled mini LibriMix for training tests; the
+modules of tools/."""
+import importlib.util
 import os
 
 import pytest
@@ -6,6 +8,19 @@ import pytest
 from src.data.layout import find_splits
 from src.data.mindrecord import write_split
 from src.data.mini_librimix import build_mini_librimix
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def load_tool():
+    """`load_tool(name)` -> the module tools/<name>.py (the tools folder is not a package)."""
+    def load(name):
+        spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "tools", f"{name}.py"))
+        tool = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(tool)
+        return tool
+    return load
 
 
 @pytest.fixture(scope="session")

@@ -29,10 +29,26 @@ def progress_bar(total, enabled, desc):
     return tqdm(total=total, disable=not enabled, desc=desc, unit="utt", dynamic_ncols=True, mininterval=1)
 
 
+def values_of(rows, name):
+    """`row[name]` of the rows that have a number there."""
+    return [row[name] for row in rows if name in row and not math.isnan(row[name])]
+
+
 def mean(rows, name):
     """Mean of `row[name]` over the rows that have a number there (None when none has)."""
-    values = [row[name] for row in rows if name in row and not math.isnan(row[name])]
+    values = values_of(rows, name)
     return float(np.mean(values)) if values else None
+
+
+def mean_with_ci95(values):
+    """Mean of `values` and the half-width of its 95 % confidence interval: 1.96 standard errors,
+    the values taken as independent -> (mean, half_width); (None, None) without values, half_width
+    None with one."""
+    values = np.asarray(values, dtype=np.float64)
+    if not len(values):
+        return None, None
+    half_width = 1.96 * values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else None
+    return float(values.mean()), None if half_width is None else float(half_width)
 
 
 def fmt(value):

@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from src.evaluation.report import EvaluationError, fmt, mean, progress_bar
+from src.evaluation.report import EvaluationError, fmt, mean, mean_with_ci95, progress_bar, values_of
 from src.inference.separation import SeparationError
 from src.inference.speaker_count import count_and_separate
 from src.inference.windows import separate
@@ -229,10 +229,13 @@ def _counting_rows(utterances, sample_rate, progress, fill):
 
 
 def summarize(rows):
-    """Averages over the scored rows -> {count, failed, si_snr, si_snri, sdr, sdri[, pesq, stoi]}.
+    """Averages over the scored rows -> {count, failed, si_snr, si_snri, sdr, sdri[, pesq, stoi],
+    si_snri_ci95, sdri_ci95}.
 
     `count`: utterances scored; `failed`: rows with an `error` (keys in `failed_keys`). PESQ/STOI
     are averaged over the utterances where they could be computed (`pesq_count`, `stoi_count`).
+    `<name>_ci95`: half-width of the 95 % confidence interval of the mean (`mean_with_ci95`; None
+    below 2 utterances).
     """
     scored = [row for row in rows if "si_snri" in row]
     summary = {"count": len(scored)}
@@ -241,6 +244,9 @@ def summarize(rows):
             summary[name] = mean(scored, name)
             if name in ("pesq", "stoi"):
                 summary[f"{name}_count"] = sum(1 for row in scored if not math.isnan(row.get(name, math.nan)))
+    for name in ("si_snri", "sdri"):
+        if name in summary:
+            summary[f"{name}_ci95"] = mean_with_ci95(values_of(scored, name))[1]
     failed = [row["key"] for row in rows if "error" in row]
     summary["failed"] = len(failed)
     if failed:
@@ -283,6 +289,10 @@ def print_summary(summary):
     if "sdri" in summary:
         print(f"Average SDR improvement: {fmt(summary['sdri'])}")
     print(f"Average SISNR improvement: {fmt(summary.get('si_snri'))}")
+    if summary.get("si_snri_ci95") is not None:
+        low, high = summary["si_snri"] - summary["si_snri_ci95"], summary["si_snri"] + summary["si_snri_ci95"]
+        print(f"SI-SNRi 95 % confidence interval: {low:.2f} to {high:.2f} dB (mean ± 1.96 standard errors, "
+              "utterances taken as independent)")
     if "pesq" in summary:
         print(f"Average PESQ: {fmt(summary['pesq'])} ({summary['pesq_count']} utterances)")
     if "stoi" in summary:

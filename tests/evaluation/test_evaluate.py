@@ -350,3 +350,51 @@ def test_cli_refuses_two_checkpoints_for_one_count_and_config_with_several(check
     result = _run("--model-path", checkpoints[2], checkpoints[3], "--data-dir", str(tmp_path), "-c",
                   os.path.join(ROOT, "configs/demo.yaml"))
     assert result.returncode == 2 and "single checkpoint" in result.stderr
+
+
+def test_summary_gives_the_95_percent_interval_of_the_mean(capsys):
+    """summarize: si_snri_ci95 is 1.96 standard errors of the scored utterances (the failed one
+    left out), and print_summary prints the interval; one utterance has none."""
+    import statistics
+    values = [1.0, 2.5, 4.0, 7.0]
+    rows = [{"key": f"u{i}", "si_snri": v, "sdri": v + 1} for i, v in enumerate(values)] + [{"key": "bad", "error": "x"}]
+    summary = evaluation.summarize(rows)
+    half = 1.96 * statistics.stdev(values) / math.sqrt(len(values))
+    assert summary["si_snri_ci95"] == pytest.approx(half) and summary["sdri_ci95"] == pytest.approx(half)
+    evaluation.print_summary(summary)
+    mean_value = statistics.mean(values)
+    assert (f"SI-SNRi 95 % confidence interval: {mean_value - half:.2f} to {mean_value + half:.2f} dB"
+            in capsys.readouterr().out)
+    single = evaluation.summarize(rows[:1])
+    assert single["si_snri_ci95"] is None
+    evaluation.print_summary(single)
+    assert "confidence" not in capsys.readouterr().out
+
+
+def test_compare_reports_pairs_the_utterances(tmp_path, capsys, load_tool):
+    """tools/compare_reports.py: B - A over the utterances both scored, with the paired interval
+    (narrow when B is A plus a near-constant, however spread the utterances are); clear refusals."""
+    tool = load_tool("compare_reports")
+    rng = np.random.default_rng(0)
+    base = rng.normal(3.0, 3.0, size=40)
+    gain = 0.2 + rng.normal(0.0, 0.05, size=40)
+    rows_a = [{"key": f"u{i}", "si_snri": float(v)} for i, v in enumerate(base)] + [{"key": "only_a", "si_snri": 9.0}]
+    rows_b = [{"key": f"u{i}", "si_snri": float(v + g)} for i, (v, g) in enumerate(zip(base, gain))]
+    rows_b.append({"key": "failed_b", "error": "NaN"})
+    for name, rows in (("a", rows_a), ("b", rows_b)):
+        write_report(rows, evaluation.summarize(rows), str(tmp_path / name), {})
+    assert tool.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    printed = capsys.readouterr().out
+    half = 1.96 * np.std(gain, ddof=1) / np.sqrt(40)
+    assert "over the 40 utterances both scored (1 scored by one only, left out)" in printed
+    assert (f"B - A = {gain.mean():+.2f}, 95 % confidence interval {gain.mean() - half:+.2f} to "
+            f"{gain.mean() + half:+.2f}") in printed
+    assert f"B higher on {int(np.sum(gain > 0))} of 40" in printed
+    from src.errors import UserError
+    with pytest.raises(UserError, match="no 'pesq' column"):
+        tool.main([str(tmp_path / "a"), str(tmp_path / "b"), "--metric", "pesq"])
+    with pytest.raises(UserError, match="missing.*no evaluation report|no evaluation report"):
+        tool.main([str(tmp_path / "a"), str(tmp_path / "none")])
+    write_report([{"key": "other", "si_snri": 1.0}], {}, str(tmp_path / "c"), {})
+    with pytest.raises(UserError, match="share no scored utterance"):
+        tool.main([str(tmp_path / "a"), str(tmp_path / "c")])

@@ -181,19 +181,10 @@ def test_registry_builds_from_config():
         build_model(Config({"model": {"name": "swave", "N": 8}, "sample_rate": 8000, "segment": 1.0}))
 
 
-def _tool(name):
-    """The module tools/<name>.py (the tools folder is not a package)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "tools", f"{name}.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
-
-
-def test_selected_outputs_are_those_of_the_bigger_model(tmp_path):
+def test_selected_outputs_are_those_of_the_bigger_model(tmp_path, load_tool):
     """tools/select_outputs.py: a model with outputs [2, 0] of a 3-speaker one gives exactly those."""
     from src.runtime.checkpoint import CheckpointError, config_meta, load_model, save_network
-    tool = _tool("select_outputs")
+    tool = load_tool("select_outputs")
     cfg = load_config(DEMO_CONFIG, ["model.C=3"])
     big = build_model(cfg)
     save_network(str(tmp_path / "big.ckpt"), big, config_meta(cfg))
@@ -210,11 +201,11 @@ def test_selected_outputs_are_those_of_the_bigger_model(tmp_path):
         tool.main([str(tmp_path / "none.ckpt"), str(tmp_path / "bad.ckpt"), "--keep", "0"])
 
 
-def test_added_layers_start_as_the_identity(tmp_path):
+def test_added_layers_start_as_the_identity(tmp_path, load_tool):
     """tools/add_layers.py: the deeper model separates exactly as the trained one, and its new layers
     are there to train (their LSTMs are fresh, their block projections zero)."""
     from src.runtime.checkpoint import CheckpointError, config_meta, load_model, save_network
-    tool = _tool("add_layers")
+    tool = load_tool("add_layers")
     cfg = load_config(DEMO_CONFIG, ["model.R=1"])
     shallow = build_model(cfg)
     save_network(str(tmp_path / "shallow.ckpt"), shallow, config_meta(cfg))
