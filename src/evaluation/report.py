@@ -51,6 +51,16 @@ def mean_with_ci95(values):
     return float(values.mean()), None if half_width is None else float(half_width)
 
 
+def proportion_ci95(successes, total):
+    """Wilson's 95 % interval of a proportion `successes / total` -> (low, high); None without trials."""
+    if not total:
+        return None
+    z, p = 1.96, successes / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def fmt(value):
     return "n/a" if value is None else f"{value:.2f}"
 

@@ -24,7 +24,8 @@ from collections import Counter, defaultdict
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from src.evaluation.report import EvaluationError, fmt, mean, mean_with_ci95, progress_bar, values_of
+from src.evaluation.report import (EvaluationError, fmt, mean, mean_with_ci95, progress_bar, proportion_ci95,
+                                   values_of)
 from src.inference.separation import SeparationError
 from src.inference.speaker_count import count_and_separate
 from src.inference.windows import separate
@@ -255,8 +256,9 @@ def summarize(rows):
 
 
 def summarize_counts(rows):
-    """`summarize` plus the speaker counting: count (mixtures counted), correct, accuracy, confusion
-    matrix {true: {found: n}} and accuracy_per_count."""
+    """`summarize` plus the speaker counting: count (mixtures counted), correct, accuracy, its 95 %
+    interval accuracy_ci95 (low, high; Wilson), confusion matrix {true: {found: n}} and
+    accuracy_per_count."""
     scored = [row for row in rows if "found" in row]
     confusion = defaultdict(Counter)
     for row in scored:
@@ -267,6 +269,7 @@ def summarize_counts(rows):
         "count": len(scored),
         "correct": correct,
         "accuracy": correct / len(scored) if scored else None,
+        "accuracy_ci95": proportion_ci95(correct, len(scored)),
         "confusion": {str(true): {str(found): n for found, n in sorted(found_counts.items())}
                       for true, found_counts in sorted(confusion.items())},
         "accuracy_per_count": {str(true): found_counts[true] / sum(found_counts.values())
@@ -312,7 +315,9 @@ def print_count_summary(summary):
         row = summary["confusion"][str(true)]
         print(f"{true:>10d} " + "".join(f"{row.get(str(c), 0):>6d}" for c in counts))
     if summary["accuracy"] is not None:
-        print(f"Speaker counting accuracy: {summary['accuracy']:.3f} ({summary['correct']}/{summary['count']})")
+        low, high = summary["accuracy_ci95"]
+        print(f"Speaker counting accuracy: {summary['accuracy']:.3f} ({summary['correct']}/{summary['count']}; "
+              f"95 % interval {low:.3f} to {high:.3f})")
     if summary.get("failed") and "si_snri_correct" not in summary:
         print(f"Mixtures that could not be counted: {summary['failed']} (see the 'error' column of the CSV)")
 

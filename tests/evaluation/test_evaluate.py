@@ -329,7 +329,7 @@ def test_cli_counts_speakers_on_two_and_three_speaker_folders(checkpoints, mini_
         assert int(r["missing"]) == max(0, int(r["num_speakers"]) - found)
         assert int(r["extra"]) == max(0, found - int(r["num_speakers"]))
     correct = [r for r in rows if int(r["found"]) == int(r["num_speakers"])]
-    accuracy = float(re.search(r"^Speaker counting accuracy: (\d\.\d+) \((\d)/4\)$", result.stdout, re.M).group(1))
+    accuracy = float(re.search(r"^Speaker counting accuracy: (\d\.\d+) \((\d)/4; 95 % interval ", result.stdout, re.M).group(1))
     assert accuracy == pytest.approx(len(correct) / 4, abs=1e-3)
     average = float(re.search(r"^Average SISNR improvement: (-?\d+\.\d\d)$", result.stdout, re.M).group(1))
     assert average == pytest.approx(np.mean([float(r["si_snri"]) for r in rows]), abs=0.006)
@@ -398,3 +398,14 @@ def test_compare_reports_pairs_the_utterances(tmp_path, capsys, load_tool):
     write_report([{"key": "other", "si_snri": 1.0}], {}, str(tmp_path / "c"), {})
     with pytest.raises(UserError, match="share no scored utterance"):
         tool.main([str(tmp_path / "a"), str(tmp_path / "c")])
+
+
+def test_wilson_interval_of_a_proportion():
+    """Known values of Wilson's 95 % interval: 0/10 -> [0, 0.2775], 10/10 -> [0.7225, 1], and a
+    symmetric one around 1/2."""
+    from src.evaluation.report import proportion_ci95
+    assert proportion_ci95(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert proportion_ci95(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    low, high = proportion_ci95(50, 100)
+    assert low == pytest.approx(1 - high) and high == pytest.approx(0.5 + 0.0960, abs=1e-3)
+    assert proportion_ci95(0, 0) is None
