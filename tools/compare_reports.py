@@ -13,6 +13,8 @@ import math
 import os
 import sys
 
+import numpy as np
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from src.cli import run_main  # noqa: E402
 from src.errors import UserError  # noqa: E402
@@ -43,8 +45,8 @@ def compare(scores_a, scores_b):
     if not keys:
         raise UserError("the two evaluations share no scored utterance (compare evaluations of the same data)")
     difference, ci95 = mean_with_ci95([scores_b[k] - scores_a[k] for k in keys])
-    return {"count": len(keys), "mean_a": mean_with_ci95([scores_a[k] for k in keys])[0],
-            "mean_b": mean_with_ci95([scores_b[k] for k in keys])[0], "difference": difference, "ci95": ci95,
+    return {"count": len(keys), "mean_a": float(np.mean([scores_a[k] for k in keys])),
+            "mean_b": float(np.mean([scores_b[k] for k in keys])), "difference": difference, "ci95": ci95,
             "b_higher": sum(scores_b[k] > scores_a[k] for k in keys)}
 
 
