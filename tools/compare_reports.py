@@ -4,8 +4,8 @@ the mean difference B - A with its 95 % confidence interval, and on how many utt
 scored higher. Pairing removes what the utterances share (some mixtures are hard for every
 model), so a difference is resolved that the two averages' own intervals would hide.
 
-    python evaluate.py --model-path A.ckpt --data-dir build/corpus/Libri3Mix --split dev --out-dir eval/a
-    python evaluate.py --model-path B.ckpt --data-dir build/corpus/Libri3Mix --split dev --out-dir eval/b
+    python evaluate.py --model-path A.ckpt --data-dir build/corpus/Libri3Mix --split valid --out-dir eval/a
+    python evaluate.py --model-path B.ckpt --data-dir build/corpus/Libri3Mix --split valid --out-dir eval/b
     python tools/compare_reports.py eval/a eval/b [--metric si_snri]
 """
 import argparse

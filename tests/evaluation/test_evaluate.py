@@ -393,7 +393,7 @@ def test_compare_reports_pairs_the_utterances(tmp_path, capsys, load_tool):
     from src.errors import UserError
     with pytest.raises(UserError, match="no 'pesq' column"):
         tool.main([str(tmp_path / "a"), str(tmp_path / "b"), "--metric", "pesq"])
-    with pytest.raises(UserError, match="missing.*no evaluation report|no evaluation report"):
+    with pytest.raises(UserError, match="no evaluation report"):
         tool.main([str(tmp_path / "a"), str(tmp_path / "none")])
     write_report([{"key": "other", "si_snri": 1.0}], {}, str(tmp_path / "c"), {})
     with pytest.raises(UserError, match="share no scored utterance"):
