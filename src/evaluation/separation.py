@@ -242,12 +242,11 @@ def summarize(rows):
     summary = {"count": len(scored)}
     for name in SCORES:
         if any(name in row for row in scored):
-            summary[name] = mean(scored, name)
+            summary[name], half_width = mean_with_ci95(values_of(scored, name))
+            if name in ("si_snri", "sdri"):
+                summary[f"{name}_ci95"] = half_width
             if name in ("pesq", "stoi"):
                 summary[f"{name}_count"] = sum(1 for row in scored if not math.isnan(row.get(name, math.nan)))
-    for name in ("si_snri", "sdri"):
-        if name in summary:
-            summary[f"{name}_ci95"] = mean_with_ci95(values_of(scored, name))[1]
     failed = [row["key"] for row in rows if "error" in row]
     summary["failed"] = len(failed)
     if failed:
