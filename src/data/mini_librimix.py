@@ -35,14 +35,18 @@ def _choose_mixtures(utterances, count, num_speakers, rng):
     using every utterance about equally often. utterances: {speaker: [utt ids]}."""
     speakers = sorted(utterances)
     uses = {u: 0 for utts in utterances.values() for u in utts}
-    chosen, seen = [], set()
+    chosen, seen, rejected = [], set(), 0
     while len(chosen) < count:
+        if rejected > 1000 * count:
+            raise ValueError(f"cannot draw {count} distinct mixtures of {num_speakers} from {len(speakers)} speakers "
+                             f"with {len(uses)} utterances (found {len(chosen)})")
         group = []
         for speaker in rng.choice(speakers, size=num_speakers, replace=False):
             candidates = utterances[speaker]
             least = min(uses[u] for u in candidates)
             group.append(rng.choice([u for u in candidates if uses[u] == least]))
         if frozenset(group) in seen:
+            rejected += 1
             continue
         seen.add(frozenset(group))
         for u in group:
@@ -107,15 +111,18 @@ def build_mini_librimix(out_dir, assets_dir=DEFAULT_ASSETS):
             **write_mixture_sets(out_dir, audio, SPEAKERS, NUM_MIXTURES)}
 
 
-def builder_main(build, description, default_out, argv=None):
-    """Command line of a mixture-set builder: `python -m MODULE [OUT_DIR]` -> build(OUT_DIR), summary printed."""
+def builder_parser(description, default_out):
+    """Command line of a mixture-set builder: `python -m MODULE [OUT_DIR]` (add options to it)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("out_dir", nargs="?", default=default_out)
-    args = parser.parse_args(argv)
-    summary = build(args.out_dir)
-    print(f"{args.out_dir}: Libri2Mix {summary['Libri2Mix']}, Libri3Mix {summary['Libri3Mix']}, "
+    return parser
+
+
+def print_summary(out_dir, summary):
+    print(f"{out_dir}: Libri2Mix {summary['Libri2Mix']}, Libri3Mix {summary['Libri3Mix']}, "
           f"{summary['seconds'] / 60:.1f} min of mixtures")
 
 
 if __name__ == "__main__":
-    builder_main(build_mini_librimix, "Build the mini LibriMix demo set.", os.path.join("build", "mini_librimix"))
+    out_dir = builder_parser("Build the mini LibriMix demo set.", os.path.join("build", "mini_librimix")).parse_args().out_dir
+    print_summary(out_dir, build_mini_librimix(out_dir))

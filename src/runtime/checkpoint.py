@@ -12,6 +12,7 @@ import re
 import shutil
 
 import mindspore as ms
+import numpy as np
 import yaml
 
 from src.config import Config, apply_overrides, check_config, load_config, yaml_load
@@ -38,8 +39,12 @@ def checkpoint_dir(exp_dir):
 
 def epoch_checkpoints(exp_dir):
     """[(epoch, path)] of the experiment's epoch checkpoints, oldest first."""
+    return _epoch_files(checkpoint_dir(exp_dir))
+
+
+def _epoch_files(folder):
     found = []
-    for path in glob.glob(os.path.join(checkpoint_dir(exp_dir), "epoch_*.ckpt")):
+    for path in glob.glob(os.path.join(folder, "epoch_*.ckpt")):
         match = _EPOCH_RE.search(os.path.basename(path))
         if match:
             found.append((int(match.group(1)), path))
@@ -70,17 +75,58 @@ def save_training_checkpoint(path, optimizer, meta, network=None):
     write_checkpoint(path, params, meta)
 
 
-def save_weights_only(src, dst, overrides=None):
+def save_weights_only(src, dst, overrides=None, average_with=()):
     """Write training checkpoint `src` without its optimizer state to `dst` (a released model:
     the network's parameters and the meta, config included), atomically. `overrides`
-    (`key=value` strings) change the stored config, e.g. `model.input_rms=0.072`."""
+    (`key=value` strings) change the stored config, e.g. `model.input_rms=0.072`.
+    `average_with` (checkpoints of the same network): the floating-point parameters written are
+    the mean over `src` and these (weight averaging over the last epochs); the meta and any other
+    parameter are `src`'s, and the meta lists the files averaged under "averaged"."""
     params, meta = read_checkpoint(src)
+    params = {n: p for n, p in params.items() if not n.startswith(OPTIMIZER_STATE)}
+    if average_with:
+        params = _average_weights(params, src, average_with)
+        meta = {**meta, "averaged": [os.path.basename(path) for path in (src, *average_with)]}
     if overrides:
         cfg = stored_config(meta)
         if cfg is None:
             raise CheckpointError(f"{src}: holds no config to change")
         meta = {**meta, **config_meta(check_config(apply_overrides(cfg, overrides)))}
-    write_checkpoint(dst, {n: p for n, p in params.items() if not n.startswith(OPTIMIZER_STATE)}, meta)
+    write_checkpoint(dst, params, meta)
+
+
+def _average_weights(params, src, others):
+    """{name: Tensor} with the floating-point parameters of `params` (read from `src`) averaged
+    with those of the checkpoints `others`, which must hold the same names and shapes."""
+    floats = {n: p.asnumpy() for n, p in params.items() if np.issubdtype(p.asnumpy().dtype, np.floating)}
+    sums = {n: value.astype(np.float64) for n, value in floats.items()}
+    for path in others:
+        other = {n: p for n, p in read_checkpoint(path)[0].items() if not n.startswith(OPTIMIZER_STATE)}
+        if set(other) != set(params):
+            raise CheckpointError(f"{path}: not the same network as {src} (parameters only in one of them: "
+                                  f"{_preview(sorted(set(other) ^ set(params)))})")
+        for name in sums:
+            value = other[name].asnumpy()
+            if value.shape != sums[name].shape:
+                raise CheckpointError(f"{path}: parameter {name} has shape {value.shape}, "
+                                      f"{tuple(sums[name].shape)} in {src}")
+            sums[name] += value
+    count = 1 + len(others)
+    return {**params, **{n: ms.Tensor((sums[n] / count).astype(floats[n].dtype)) for n in sums}}
+
+
+def preceding_epoch_checkpoints(path, count):
+    """The `count` epoch checkpoints before epoch checkpoint `path` in its folder, newest first
+    (what --average in tools/release_model.py averages `path` with)."""
+    match = _EPOCH_RE.search(os.path.basename(path))
+    if not match:
+        raise CheckpointError(f"{path}: not an epoch checkpoint (epoch_NNNN.ckpt), so there are no epochs before it")
+    epoch = int(match.group(1))
+    earlier = [p for e, p in _epoch_files(os.path.dirname(os.path.abspath(path))) if e < epoch]
+    if len(earlier) < count:
+        raise CheckpointError(f"{path}: {count} earlier epoch checkpoints wanted beside it, {len(earlier)} found "
+                              f"(train.keep_checkpoints sets how many a run keeps)")
+    return earlier[::-1][:count]
 
 
 def save_network(path, net, meta):

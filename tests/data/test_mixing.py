@@ -139,6 +139,21 @@ def test_bundled_corpus_splits_speakers(tmp_path):
     for name, speakers in (("valid", dev), ("test", test)):
         used = {part.split("-")[0] for u in splits[name].utterances for part in u.key.split("_")}
         assert used <= speakers and len(used) == len(speakers)
+    larger = corpus.build_corpus(str(tmp_path / "larger"), dev_mixtures=150)     # same test split, more dev
+    assert larger["Libri2Mix"] == {"dev": 150, "test": 100}
+    for dataset in ("Libri2Mix", "Libri3Mix"):
+        names = [set(os.listdir(os.path.join(root, dataset, "dev", "mix_clean"))) for root in (tmp_path, tmp_path / "larger")]
+        assert len(names[1]) == 150 and names[0] < names[1]          # the first 48 pairings, other gains
+        test = [find_splits(os.path.join(root, dataset))["test"] for root in (tmp_path, tmp_path / "larger")]
+        assert [u.key for u in test[0].utterances] == [u.key for u in test[1].utterances]
+
+
+def test_impossible_number_of_distinct_mixtures_is_refused():
+    from src.data.mini_librimix import _choose_mixtures
+    utterances = {"1": ["1-a", "1-b"], "2": ["2-a"], "3": ["3-a"]}
+    assert len(_choose_mixtures(utterances, 5, 2, np.random.default_rng(0))) == 5     # all 5 pairs
+    with pytest.raises(ValueError, match="cannot draw 6 distinct mixtures of 2 from 3 speakers with 4 utterances"):
+        _choose_mixtures(utterances, 6, 2, np.random.default_rng(0))
 
 
 def test_resume_from_speech_is_bit_identical(tiny_data, tmp_path):

@@ -208,11 +208,30 @@ def test_release_changes_the_stored_config_and_keeps_the_old_file_on_a_bad_chang
     assert open(out, "rb").read() == before and os.listdir(tmp_path) == ["released.ckpt"]
 
 
-def test_training_curve_joins_a_continued_run_to_the_one_it_started_from(runs, tmp_path):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("plot_training", os.path.join(ROOT, "tools", "plot_training.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+def test_release_averages_the_weights_of_the_last_epochs(runs, tmp_path, load_tool):
+    tool = load_tool("release_model")
+    folder = ckpt.checkpoint_dir(runs["full"])
+    second, out = os.path.join(folder, "epoch_0002.ckpt"), str(tmp_path / "averaged.ckpt")
+    assert tool.main([second, out, "--average", "2"]) == 0
+    params, meta = ckpt.read_checkpoint(out)
+    (first_params, _), (second_params, second_meta) = (ckpt.read_checkpoint(os.path.join(folder, name))
+                                                        for name in ("epoch_0001.ckpt", "epoch_0002.ckpt"))
+    assert meta == {**second_meta, "averaged": ["epoch_0002.ckpt", "epoch_0001.ckpt"]}
+    assert set(params) == {n for n in second_params if not n.startswith(ckpt.OPTIMIZER_STATE)}
+    changed = 0
+    for name, value in params.items():
+        mean = (first_params[name].asnumpy() + second_params[name].asnumpy()) / 2
+        np.testing.assert_allclose(value.asnumpy(), mean, rtol=1e-6, atol=1e-7, err_msg=name)
+        changed += not np.array_equal(value.asnumpy(), second_params[name].asnumpy())
+    assert changed and ckpt.load_model(out)[0] is not None
+    with pytest.raises(ckpt.CheckpointError, match="not an epoch checkpoint"):
+        tool.main([os.path.join(folder, "best.ckpt"), out, "--average", "2"])
+    with pytest.raises(ckpt.CheckpointError, match="2 earlier epoch checkpoints wanted beside it, 1 found"):
+        tool.main([second, out, "--average", "3"])
+
+
+def test_training_curve_joins_a_continued_run_to_the_one_it_started_from(runs, tmp_path, load_tool):
+    tool = load_tool("plot_training")
     run = runs["resumed"]                                           # epochs 1 and 2
     first = os.path.join(ckpt.checkpoint_dir(run), "epoch_0001.ckpt")
     label, _, history = tool.joined_run(f"{first}+{run}")       # a checkpoint, then a folder
