@@ -22,6 +22,7 @@ import numpy as np
 
 from src.data.mini_librimix import (DEFAULT_ASSETS, REPO_ROOT, SAMPLE_RATE, builder_parser, print_summary,
                                     read_speakers, write_mixture_sets)
+from src.errors import UserError
 
 TRAIN_ASSETS = os.path.join(REPO_ROOT, "assets", "librispeech_train_8k")
 TRAIN_SPEECH = os.path.join(TRAIN_ASSETS, "train")
@@ -58,11 +59,18 @@ def build_corpus(out_dir, dev_mixtures=DEV_MIXTURES):
                               {c: {"dev": dev_mixtures, "test": TEST_MIXTURES} for c in (2, 3)}, SEED)
 
 
-if __name__ == "__main__":
+def main():
     parser = builder_parser("Build the dev/test mixtures of the bundled speaker corpus.", os.path.join("build", "corpus"))
     parser.add_argument("--dev-mixtures", type=int, default=DEV_MIXTURES,
                         help=f"dev mixtures per speaker count (default {DEV_MIXTURES}, what the configs validate on)")
     args = parser.parse_args()
     if args.dev_mixtures < 1:
         parser.error(f"--dev-mixtures must be at least 1, not {args.dev_mixtures}")
-    print_summary(args.out_dir, build_corpus(args.out_dir, args.dev_mixtures))
+    try:
+        print_summary(args.out_dir, build_corpus(args.out_dir, args.dev_mixtures))
+    except UserError as err:
+        parser.error(str(err))
+
+
+if __name__ == "__main__":
+    main()

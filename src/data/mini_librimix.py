@@ -17,6 +17,7 @@ import numpy as np
 
 from src.audio import read_audio, write_audio
 from src.data.mixing import scale_sources
+from src.errors import UserError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_ASSETS = os.path.join(REPO_ROOT, "assets", "mini_librispeech")
@@ -28,6 +29,7 @@ SPEAKERS = {"train": ("367", "533", "1688", "2033"),
 NUM_MIXTURES = {2: {"train": 120, "dev": 20, "test": 20},
                 3: {"train": 60, "dev": 12, "test": 12}}
 GAIN_DB = 3.0
+MAX_REPEATS = 10000             # draws in a row that repeat a chosen mixture before giving up
 
 
 def _choose_mixtures(utterances, count, num_speakers, rng):
@@ -35,20 +37,21 @@ def _choose_mixtures(utterances, count, num_speakers, rng):
     using every utterance about equally often. utterances: {speaker: [utt ids]}."""
     speakers = sorted(utterances)
     uses = {u: 0 for utts in utterances.values() for u in utts}
-    chosen, seen, rejected = [], set(), 0
+    chosen, seen, repeats = [], set(), 0
     while len(chosen) < count:
-        if rejected > 1000 * count:
-            raise ValueError(f"cannot draw {count} distinct mixtures of {num_speakers} from {len(speakers)} speakers "
-                             f"with {len(uses)} utterances (found {len(chosen)})")
+        if repeats > MAX_REPEATS:
+            raise UserError(f"cannot draw {count} distinct mixtures of {num_speakers} from {len(speakers)} speakers "
+                            f"with {len(uses)} utterances (found {len(chosen)})")
         group = []
         for speaker in rng.choice(speakers, size=num_speakers, replace=False):
             candidates = utterances[speaker]
             least = min(uses[u] for u in candidates)
             group.append(rng.choice([u for u in candidates if uses[u] == least]))
         if frozenset(group) in seen:
-            rejected += 1
+            repeats += 1
             continue
         seen.add(frozenset(group))
+        repeats = 0
         for u in group:
             uses[u] += 1
         chosen.append(tuple(str(u) for u in group))
