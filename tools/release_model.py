@@ -24,7 +24,7 @@ def main(argv=None):
     parser.add_argument("overrides", nargs="*", help="config changes, e.g. model.input_rms=0.072")
     parser.add_argument("--average", type=int, default=1, metavar="K",
                         help="average the weights of the checkpoint (epoch_NNNN.ckpt) and the K-1 epochs before it")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)     # key=value may follow --average
     if args.average < 1:
         parser.error(f"--average must be at least 1, not {args.average}")
     from src.runtime.checkpoint import load_model, preceding_epoch_checkpoints, read_checkpoint, save_weights_only
