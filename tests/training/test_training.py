@@ -228,6 +228,11 @@ def test_release_averages_the_weights_of_the_last_epochs(runs, tmp_path, load_to
         tool.main([os.path.join(folder, "best.ckpt"), out, "--average", "2"])
     with pytest.raises(ckpt.CheckpointError, match="2 earlier epoch checkpoints wanted beside it, 1 found"):
         tool.main([second, out, "--average", "3"])
+    other, dropped = tmp_path / "other", sorted(params)[0]          # epoch 1 of another network
+    ckpt.write_checkpoint(str(other / "epoch_0001.ckpt"), {n: p for n, p in first_params.items() if n != dropped}, {})
+    shutil.copyfile(second, other / "epoch_0002.ckpt")
+    with pytest.raises(ckpt.CheckpointError, match=f"not the same network .*only in one of them: {re.escape(dropped)}"):
+        tool.main([str(other / "epoch_0002.ckpt"), out, "--average", "2"])
 
 
 def test_training_curve_joins_a_continued_run_to_the_one_it_started_from(runs, tmp_path, load_tool):
