@@ -210,7 +210,7 @@ def test_release_changes_the_stored_config_and_keeps_the_old_file_on_a_bad_chang
 
 def test_release_averages_the_weights_of_the_last_epochs(runs, tmp_path, load_tool):
     tool = load_tool("release_model")
-    folder = ckpt.checkpoint_dir(runs["full"])
+    folder = ckpt.checkpoint_dir(runs["resumed"])
     second, out = os.path.join(folder, "epoch_0002.ckpt"), str(tmp_path / "averaged.ckpt")
     assert tool.main([second, out, "--average", "2"]) == 0
     params, meta = ckpt.read_checkpoint(out)
