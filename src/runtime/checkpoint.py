@@ -83,7 +83,7 @@ def save_weights_only(src, dst, overrides=None, average_with=()):
     the mean over `src` and these (weight averaging over the last epochs); the meta and any other
     parameter are `src`'s, and the meta lists the files averaged under "averaged"."""
     params, meta = read_checkpoint(src)
-    params = {n: p for n, p in params.items() if not n.startswith(OPTIMIZER_STATE)}
+    params = _network_params(params)
     if average_with:
         params = _average_weights(params, src, average_with)
         meta = {**meta, "averaged": [os.path.basename(path) for path in (src, *average_with)]}
@@ -95,13 +95,19 @@ def save_weights_only(src, dst, overrides=None, average_with=()):
     write_checkpoint(dst, params, meta)
 
 
+def _network_params(params):
+    """`params` (as read_checkpoint returns them) without the optimizer state."""
+    return {n: p for n, p in params.items() if not n.startswith(OPTIMIZER_STATE)}
+
+
 def _average_weights(params, src, others):
     """{name: Tensor} with the floating-point parameters of `params` (read from `src`) averaged
     with those of the checkpoints `others`, which must hold the same names and shapes."""
-    floats = {n: p.asnumpy() for n, p in params.items() if np.issubdtype(p.asnumpy().dtype, np.floating)}
+    arrays = {n: p.asnumpy() for n, p in params.items()}
+    floats = {n: value for n, value in arrays.items() if np.issubdtype(value.dtype, np.floating)}
     sums = {n: value.astype(np.float64) for n, value in floats.items()}
     for path in others:
-        other = {n: p for n, p in read_checkpoint(path)[0].items() if not n.startswith(OPTIMIZER_STATE)}
+        other = _network_params(read_checkpoint(path)[0])
         if set(other) != set(params):
             raise CheckpointError(f"{path}: not the same network as {src} (parameters only in one of them: "
                                   f"{_preview(sorted(set(other) ^ set(params)))})")
