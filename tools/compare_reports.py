@@ -2,7 +2,9 @@
 `--out-dir` folders of evaluate.py or postprocess.py) utterance by utterance: the mean of each,
 the mean difference B - A with its 95 % confidence interval, and on how many utterances B
 scored higher. Pairing removes what the utterances share (some mixtures are hard for every
-model), so a difference is resolved that the two averages' own intervals would hide.
+model), so a difference is resolved that the two averages' own intervals would hide. For
+LibriMix-style keys the difference also gets its interval with the speakers as the unit: whether
+B is better for other speakers, not only on these mixtures of these speakers.
 
     python evaluate.py --model-path A.ckpt --data-dir build/corpus/Libri3Mix --split valid --out-dir eval/a
     python evaluate.py --model-path B.ckpt --data-dir build/corpus/Libri3Mix --split valid --out-dir eval/b
@@ -39,15 +41,17 @@ def scores_by_key(out_dir, metric):
 
 
 def compare(scores_a, scores_b):
-    """-> {count, mean_a, mean_b, difference, ci95, b_higher} over the keys both have."""
-    from src.evaluation.report import mean_with_ci95
+    """-> {count, mean_a, mean_b, difference, ci95, speaker_ci95, b_higher} over the keys both
+    have; speaker_ci95: (half-width, speakers) or None (`src.evaluation.report.speaker_ci95`)."""
+    from src.evaluation.report import mean_with_ci95, speaker_ci95
     keys = sorted(scores_a.keys() & scores_b.keys())
     if not keys:
         raise UserError("the two evaluations share no scored utterance (compare evaluations of the same data)")
-    difference, ci95 = mean_with_ci95([scores_b[k] - scores_a[k] for k in keys])
+    differences = [scores_b[k] - scores_a[k] for k in keys]
+    difference, ci95 = mean_with_ci95(differences)
     return {"count": len(keys), "mean_a": float(np.mean([scores_a[k] for k in keys])),
             "mean_b": float(np.mean([scores_b[k] for k in keys])), "difference": difference, "ci95": ci95,
-            "b_higher": sum(scores_b[k] > scores_a[k] for k in keys)}
+            "speaker_ci95": speaker_ci95(keys, differences), "b_higher": sum(scores_b[k] > scores_a[k] for k in keys)}
 
 
 def main(argv=None):
@@ -69,6 +73,10 @@ def main(argv=None):
         low, high = result["difference"] - result["ci95"], result["difference"] + result["ci95"]
         print(f"  B - A = {result['difference']:+.2f}, 95 % confidence interval {low:+.2f} to {high:+.2f} "
               "(paired, utterances taken as independent)")
+    if result["speaker_ci95"] is not None:
+        half, speakers = result["speaker_ci95"]
+        print(f"    with the {speakers} speakers as the unit: {result['difference'] - half:+.2f} to "
+              f"{result['difference'] + half:+.2f} (for other speakers; delete-one-speaker jackknife)")
     print(f"  B higher on {result['b_higher']} of {result['count']}")
     return 0
 

@@ -5,6 +5,7 @@ import csv
 import json
 import math
 import os
+import re
 import time
 from collections import namedtuple
 
@@ -49,6 +50,40 @@ def mean_with_ci95(values):
         return None, None
     half_width = 1.96 * values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else None
     return float(values.mean()), None if half_width is None else float(half_width)
+
+
+_LIBRISPEECH_UTTERANCE = re.compile(r"^(\d+)-\d+-\d+$")
+
+
+def speakers_of(key):
+    """Speakers of a LibriMix-style mixture key, LibriSpeech utterance ids joined by "_"
+    (`1688-142285-0000_3080-5032-0003` -> ("1688", "3080")); None for any other key."""
+    matches = [_LIBRISPEECH_UTTERANCE.match(part) for part in key.split("_")]
+    if len(matches) < 2 or not all(matches):
+        return None
+    return tuple(match.group(1) for match in matches)
+
+
+def speaker_ci95(keys, values):
+    """Half-width of the 95 % interval of the mean of `values` (one per mixture of `keys`) with the
+    speakers, not the mixtures, taken as the sampled unit: 1.96 delete-one-speaker jackknife
+    standard errors (each mixture left out with any of its speakers). Mixtures of a few speakers
+    share them, so this is what the mean says about other speakers; taking the mixtures as
+    independent understates it (tests/evaluation/test_evaluate.py measures both) -> (half_width,
+    number of speakers); None when a key does not name its speakers (`speakers_of`) or fewer than
+    3 speakers leave mixtures without each."""
+    speakers = [speakers_of(key) for key in keys]
+    if not speakers or None in speakers:
+        return None
+    values = np.asarray(values, dtype=np.float64)
+    names = sorted(set().union(*speakers))
+    without = [np.array([name not in mixture for mixture in speakers]) for name in names]
+    if len(names) < 3 or not all(keep.any() for keep in without):
+        return None
+    left_out_means = np.array([values[keep].mean() for keep in without])
+    n = len(names)
+    standard_error = math.sqrt((n - 1) / n * np.sum((left_out_means - left_out_means.mean()) ** 2))
+    return 1.96 * standard_error, n
 
 
 def proportion_ci95(successes, total):

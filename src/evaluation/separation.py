@@ -25,6 +25,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from src.evaluation.report import (EvaluationError, fmt, mean, mean_with_ci95, progress_bar, proportion_ci95,
+                                   speaker_ci95,
                                    values_of)
 from src.inference.separation import SeparationError
 from src.inference.speaker_count import count_and_separate
@@ -236,7 +237,8 @@ def summarize(rows):
     `count`: utterances scored; `failed`: rows with an `error` (keys in `failed_keys`). PESQ/STOI
     are averaged over the utterances where they could be computed (`pesq_count`, `stoi_count`).
     `<name>_ci95`: half-width of the 95 % confidence interval of the mean (`mean_with_ci95`; None
-    below 2 utterances).
+    below 2 utterances). `si_snri_speaker_ci95`, `speakers`: the same with the speakers as the unit
+    (`speaker_ci95`; only for keys that name their speakers, as LibriMix's do).
     """
     scored = [row for row in rows if "si_snri" in row]
     summary = {"count": len(scored)}
@@ -247,6 +249,10 @@ def summarize(rows):
                 summary[f"{name}_ci95"] = half_width
             if name in ("pesq", "stoi"):
                 summary[f"{name}_count"] = sum(1 for row in scored if not math.isnan(row.get(name, math.nan)))
+    finite = [row for row in scored if not math.isnan(row["si_snri"])]
+    by_speaker = speaker_ci95([row["key"] for row in finite], [row["si_snri"] for row in finite])
+    if by_speaker:
+        summary["si_snri_speaker_ci95"], summary["speakers"] = by_speaker
     failed = [row["key"] for row in rows if "error" in row]
     summary["failed"] = len(failed)
     if failed:
@@ -295,6 +301,11 @@ def print_summary(summary):
         low, high = summary["si_snri"] - summary["si_snri_ci95"], summary["si_snri"] + summary["si_snri_ci95"]
         print(f"SI-SNRi 95 % confidence interval: {low:.2f} to {high:.2f} dB (mean ± 1.96 standard errors, "
               "utterances taken as independent)")
+    if summary.get("si_snri_speaker_ci95") is not None:
+        low, high = (summary["si_snri"] - summary["si_snri_speaker_ci95"],
+                     summary["si_snri"] + summary["si_snri_speaker_ci95"])
+        print(f"  with the {summary['speakers']} speakers as the unit: {low:.2f} to {high:.2f} dB "
+              "(what it says about other speakers; delete-one-speaker jackknife)")
     if "pesq" in summary:
         print(f"Average PESQ: {fmt(summary['pesq'])} ({summary['pesq_count']} utterances)")
     if "stoi" in summary:

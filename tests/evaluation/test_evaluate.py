@@ -365,6 +365,13 @@ def test_summary_gives_the_95_percent_interval_of_the_mean(capsys):
     mean_value = statistics.mean(values)
     assert (f"SI-SNRi 95 % confidence interval: {mean_value - half:.2f} to {mean_value + half:.2f} dB"
             in capsys.readouterr().out)
+    assert "si_snri_speaker_ci95" not in summary      # keys that do not name their speakers
+    keys, values = _speaker_effect_mixtures(np.random.default_rng(2))
+    by_speaker = evaluation.summarize([{"key": k, "si_snri": v} for k, v in zip(keys, values)])
+    assert by_speaker["speakers"] == 10 and by_speaker["si_snri_speaker_ci95"] > by_speaker["si_snri_ci95"]
+    evaluation.print_summary(by_speaker)
+    low = by_speaker["si_snri"] - by_speaker["si_snri_speaker_ci95"]
+    assert f"with the 10 speakers as the unit: {low:.2f} to" in capsys.readouterr().out
     single = evaluation.summarize(rows[:1])
     assert single["si_snri_ci95"] is None
     evaluation.print_summary(single)
@@ -395,9 +402,58 @@ def test_compare_reports_pairs_the_utterances(tmp_path, capsys, load_tool):
         tool.main([str(tmp_path / "a"), str(tmp_path / "b"), "--metric", "pesq"])
     with pytest.raises(UserError, match="no evaluation report"):
         tool.main([str(tmp_path / "a"), str(tmp_path / "none")])
+    keys, values = _speaker_effect_mixtures(rng)
+    gains = [0.5 if "100-" in key else 0.0 for key in keys]   # B helps one speaker's mixtures only
+    for name, scores in (("la", values), ("lb", np.add(values, gains))):
+        rows = [{"key": k, "si_snri": float(v)} for k, v in zip(keys, scores)]
+        write_report(rows, evaluation.summarize(rows), str(tmp_path / name), {})
+    assert tool.main([str(tmp_path / "la"), str(tmp_path / "lb")]) == 0
+    from src.evaluation.report import speaker_ci95
+    half, _ = speaker_ci95(keys, gains)
+    assert (f"with the 10 speakers as the unit: {np.mean(gains) - half:+.2f} to {np.mean(gains) + half:+.2f}"
+            in capsys.readouterr().out)
+    assert half > 1.96 * np.std(gains, ddof=1) / np.sqrt(len(gains))
     write_report([{"key": "other", "si_snri": 1.0}], {}, str(tmp_path / "c"), {})
     with pytest.raises(UserError, match="share no scored utterance"):
         tool.main([str(tmp_path / "a"), str(tmp_path / "c")])
+
+
+def _speaker_effect_mixtures(rng, speakers=10, mixtures=100, count=2):
+    """LibriMix-style keys and SI-SNRi-like scores whose mean depends on which speakers were drawn:
+    score = mean of the speakers' effects (sd 1.4) + the mixture's own noise (sd 2) + 3 dB. The
+    mean over unseen speakers is 3 dB."""
+    effects = rng.normal(0.0, 1.4, speakers)
+    keys, values = [], []
+    for i in range(mixtures):
+        drawn = rng.choice(speakers, count, replace=False)
+        keys.append("_".join(f"{100 + s}-{i}-{j:04d}" for j, s in enumerate(drawn)))
+        values.append(3.0 + effects[drawn].mean() + rng.normal(0.0, 2.0))
+    return keys, values
+
+
+def test_speaker_interval_covers_the_mean_over_other_speakers():
+    """speaker_ci95 (delete-one-speaker jackknife): on simulated test sets of 10 speakers and 100
+    mixtures whose scores depend on the speakers, its 95 % interval covers the mean over unseen
+    speakers about 95 % of the time; the interval that takes the mixtures as independent covers it
+    far less often. Keys that do not name speakers, or too few speakers, give None."""
+    from src.evaluation.report import mean_with_ci95, speaker_ci95, speakers_of
+    rng = np.random.default_rng(1)
+    covered_by_speakers = covered_by_mixtures = 0
+    trials = 300
+    for _ in range(trials):
+        keys, values = _speaker_effect_mixtures(rng)
+        mean_value, mixture_half = mean_with_ci95(values)
+        speaker_half, speakers = speaker_ci95(keys, values)
+        assert speakers == 10
+        covered_by_speakers += abs(mean_value - 3.0) < speaker_half
+        covered_by_mixtures += abs(mean_value - 3.0) < mixture_half
+    assert 0.89 <= covered_by_speakers / trials <= 0.99
+    assert covered_by_mixtures / trials < 0.8
+    assert speakers_of("1688-142285-0000_3080-5032-0003_367-1-0002") == ("1688", "3080", "367")
+    assert speakers_of("u1") is None and speakers_of("1688-142285-0000") is None
+    assert speaker_ci95(["u1", "u2", "u3"], [1.0, 2.0, 3.0]) is None
+    assert speaker_ci95(["1-1-1_2-1-1", "1-1-2_2-1-2"], [1.0, 2.0]) is None          # 2 speakers only
+    assert speaker_ci95(["1-1-1_2-1-1", "1-1-2_3-1-2", "1-1-3_4-1-3"], [1.0, 2.0, 3.0]) is None  # 1 in all
 
 
 def test_wilson_interval_of_a_proportion():
