@@ -450,7 +450,9 @@ def test_speaker_interval_covers_the_mean_over_other_speakers():
     assert 0.89 <= covered_by_speakers / trials <= 0.99
     assert covered_by_mixtures / trials < 0.8
     assert speakers_of("1688-142285-0000_3080-5032-0003_367-1-0002") == ("1688", "3080", "367")
+    assert speakers_of("2817-142371-0000-0_328-129766-0000-1") == ("2817", "328")   # dev pieces
     assert speakers_of("u1") is None and speakers_of("1688-142285-0000") is None
+    assert speakers_of("1688-142285_3080-5032-0003") is None
     assert speaker_ci95(["u1", "u2", "u3"], [1.0, 2.0, 3.0]) is None
     assert speaker_ci95(["1-1-1_2-1-1", "1-1-2_2-1-2"], [1.0, 2.0]) is None          # 2 speakers only
     assert speaker_ci95(["1-1-1_2-1-1", "1-1-2_3-1-2", "1-1-3_4-1-3"], [1.0, 2.0, 3.0]) is None  # 1 in all
