@@ -262,14 +262,19 @@ def summarize(rows):
 
 def summarize_counts(rows):
     """`summarize` plus the speaker counting: count (mixtures counted), correct, accuracy, its 95 %
-    interval accuracy_ci95 (low, high; Wilson), confusion matrix {true: {found: n}} and
-    accuracy_per_count."""
+    interval accuracy_ci95 (low, high; Wilson) and, for keys that name their speakers,
+    accuracy_speaker_ci95 (half-width with the speakers as the unit, `speaker_ci95`), confusion
+    matrix {true: {found: n}} and accuracy_per_count."""
     scored = [row for row in rows if "found" in row]
     confusion = defaultdict(Counter)
     for row in scored:
         confusion[row["num_speakers"]][row["found"]] += 1
-    correct = sum(row["found"] == row["num_speakers"] for row in scored)
+    right = [float(row["found"] == row["num_speakers"]) for row in scored]
+    correct = int(sum(right))
     summary = summarize(rows)
+    by_speaker = speaker_ci95([row["key"] for row in scored], right)
+    if by_speaker:
+        summary["accuracy_speaker_ci95"], summary["speakers"] = by_speaker
     summary.update({
         "count": len(scored),
         "correct": correct,
@@ -328,6 +333,10 @@ def print_count_summary(summary):
         low, high = summary["accuracy_ci95"]
         print(f"Speaker counting accuracy: {summary['accuracy']:.3f} ({summary['correct']}/{summary['count']}; "
               f"95 % interval {low:.3f} to {high:.3f})")
+        if summary.get("accuracy_speaker_ci95") is not None:
+            half = summary["accuracy_speaker_ci95"]
+            print(f"  with the {summary['speakers']} speakers as the unit: {max(0.0, summary['accuracy'] - half):.3f} "
+                  f"to {min(1.0, summary['accuracy'] + half):.3f} (delete-one-speaker jackknife)")
     if summary.get("failed") and "si_snri_correct" not in summary:
         print(f"Mixtures that could not be counted: {summary['failed']} (see the 'error' column of the CSV)")
 

@@ -458,6 +458,23 @@ def test_speaker_interval_covers_the_mean_over_other_speakers():
     assert speaker_ci95(["1-1-1_2-1-1", "1-1-2_3-1-2", "1-1-3_4-1-3"], [1.0, 2.0, 3.0]) is None  # 1 in all
 
 
+def test_counting_accuracy_with_the_speakers_as_the_unit(capsys):
+    """summarize_counts: the accuracy's speaker-level half-width is the jackknife of the 0/1
+    correctness (a speaker whose mixtures are all miscounted widens it), printed clipped to [0, 1]."""
+    from src.evaluation.report import speaker_ci95
+    keys = [f"{a}-1-{i:04d}_{b}-1-{i:04d}" for i, (a, b) in enumerate(
+        [(1, 2), (1, 3), (2, 3), (2, 4), (3, 4), (4, 5), (5, 1), (5, 2)] * 3)]
+    rows = [{"key": k, "num_speakers": 2, "found": 3 if k.startswith("5-") else 2} for k in keys]
+    summary = evaluation.summarize_counts(rows)
+    right = [float(not k.startswith("5-")) for k in keys]
+    assert summary["accuracy"] == pytest.approx(np.mean(right))
+    assert summary["accuracy_speaker_ci95"] == pytest.approx(speaker_ci95(keys, right)[0])
+    assert summary["speakers"] == 5 and summary["accuracy_speaker_ci95"] > 0.1
+    evaluation.print_count_summary(summary)
+    low = max(0.0, summary["accuracy"] - summary["accuracy_speaker_ci95"])
+    assert f"with the 5 speakers as the unit: {low:.3f} to 1.000" in capsys.readouterr().out
+
+
 def test_wilson_interval_of_a_proportion():
     """Known values of Wilson's 95 % interval: 0/10 -> [0, 0.2775], 10/10 -> [0.7225, 1], and a
     symmetric one around 1/2."""
