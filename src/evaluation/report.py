@@ -71,8 +71,8 @@ def speaker_ci95(keys, values):
     standard errors (each mixture left out with any of its speakers). Mixtures of a few speakers
     share them, so this is what the mean says about other speakers; taking the mixtures as
     independent understates it (tests/evaluation/test_evaluate.py measures both) -> (half_width,
-    number of speakers); None when a key does not name its speakers (`speakers_of`) or fewer than
-    3 speakers leave mixtures without each."""
+    number of speakers); None when a key does not name its speakers (`speakers_of`), with fewer
+    than 3 speakers, or when one speaker is in every mixture."""
     speakers = [speakers_of(key) for key in keys]
     if not speakers or None in speakers:
         return None

@@ -25,8 +25,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from src.evaluation.report import (EvaluationError, fmt, mean, mean_with_ci95, progress_bar, proportion_ci95,
-                                   speaker_ci95,
-                                   values_of)
+                                   speaker_ci95, values_of)
 from src.inference.separation import SeparationError
 from src.inference.speaker_count import count_and_separate
 from src.inference.windows import separate
