@@ -28,7 +28,8 @@ from src.data.layout import DataError, check_audio_files, list_audio_files
 
 SOURCE_RMS = 0.05     # about -26 dBFS before the gain
 PEAK = 0.9
-_LIBRISPEECH_NAME = re.compile(r"^(\d+)-\d+-\d+$")
+LIBRISPEECH_ID = r"(\d+)-\d+-\d+"   # a LibriSpeech utterance id, speaker-chapter-utterance (group 1: speaker)
+_LIBRISPEECH_NAME = re.compile(rf"^{LIBRISPEECH_ID}$")
 
 
 def scale_sources(signals, gains_db):

@@ -12,6 +12,7 @@ from collections import namedtuple
 import numpy as np
 from tqdm import tqdm
 
+from src.data.mixing import LIBRISPEECH_ID
 from src.errors import UserError
 
 
@@ -52,14 +53,14 @@ def mean_with_ci95(values):
     return float(values.mean()), None if half_width is None else float(half_width)
 
 
-_LIBRISPEECH_UTTERANCE = re.compile(r"^(\d+)-\d+-\d+(?:-\d+)?$")
+_MIXTURE_PART = re.compile(rf"^{LIBRISPEECH_ID}(?:-\d+)?$")   # an utterance id or a piece of one
 
 
 def speakers_of(key):
     """Speakers of a LibriMix-style mixture key, LibriSpeech utterance ids (or `<id>-<piece>`, as
     in the bundled dev split) joined by "_": `1688-142285-0000_3080-5032-0003` -> ("1688", "3080");
     None for any other key."""
-    matches = [_LIBRISPEECH_UTTERANCE.match(part) for part in key.split("_")]
+    matches = [_MIXTURE_PART.match(part) for part in key.split("_")]
     if len(matches) < 2 or not all(matches):
         return None
     return tuple(match.group(1) for match in matches)
