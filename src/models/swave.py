@@ -307,7 +307,9 @@ class SWave(nn.Cell):
     nn.LSTM) or "auto" (fused when the device target is CPU and the kernels can be built, see
     `fused_lstm_available`). input_rms: scale every mixture to this RMS before the network and
     the estimates back (`at_input_rms`), so that the result does not depend on the recording's
-    level; None: the network sees the mixture as given (svoice).
+    level; in training a large one (e.g. 4) also makes the encoder features large enough for the
+    LSTMs to use from the start, so it learns faster (pretrained/MODEL_CARD.md, "Training at one
+    input level"); None: the network sees the mixture as given (svoice).
 
     `construct(mixture (batch, time))`, time >= L: in training (`set_train(True)`) the estimate
     after every layer, `(R, batch, C, time)`; otherwise the last one, `(batch, C, time)`.
