@@ -24,7 +24,7 @@ import mindspore as ms  # noqa: E402
 
 from bench.harness import cpu_description  # noqa: E402
 from src.config import load_config  # noqa: E402
-from src.models.swave import SWave  # noqa: E402
+from src.models.swave import SWave, input_gain  # noqa: E402
 from src.tasks import get_task  # noqa: E402
 from src.training.step import TrainStep, build_optimizer  # noqa: E402
 
@@ -33,10 +33,10 @@ def input_levels(net, mix):
     """(mixture RMS as the network sees it, encoder feature RMS, RMS of the features' share of the
     first LSTM's gate pre-activations) for a numpy batch `(B, T)`."""
     if net.input_rms is not None:
-        mix = mix * net.input_rms / np.sqrt(np.mean(mix ** 2, axis=1, keepdims=True))
+        mix = mix * input_gain(mix, net.input_rms)
     features = net.encoder(ms.Tensor(mix.astype(np.float32))).asnumpy()       # (B, N, frames)
-    block = net.separator.rnn_model.rows_grnn[0]
-    weight = next(p for p in block.get_parameters() if "weight_ih" in p.name).asnumpy()[:, :net.N]
+    lstm = net.separator.rnn_model.rows_grnn[0].rnn
+    weight = next(p for p in lstm.get_parameters() if "weight_ih" in p.name).asnumpy()   # (4H, N), forward direction
     gates = np.einsum("gn,bnt->bgt", weight, features)
     return [float(np.sqrt(np.mean(x ** 2))) for x in (mix, features, gates)]
 

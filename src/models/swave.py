@@ -55,12 +55,17 @@ class Conv1dWeight(nn.Cell):
         return out.reshape(batch, -1, weight.shape[0]).transpose(0, 2, 1)
 
 
+def input_gain(mixture, rms):
+    """The gain `(batch, 1)` that brings each mixture of `(batch, time)` (numpy or Tensor) to RMS `rms`."""
+    return rms / ((mixture * mixture).mean(1).reshape(-1, 1) ** 0.5 + 1e-8)
+
+
 def at_input_rms(separate, mixture, rms):
     """`separate(mixture)` -> `(..., batch, C, time)` with each mixture of `(batch, time)` (numpy or
     Tensor) brought to RMS `rms` first and the estimates scaled back; rms None: as given."""
     if rms is None:
         return separate(mixture)
-    gain = rms / ((mixture * mixture).mean(1).reshape(-1, 1) ** 0.5 + 1e-8)
+    gain = input_gain(mixture, rms)
     return separate(mixture * gain) / gain.reshape(-1, 1, 1)
 
 
