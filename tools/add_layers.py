@@ -2,7 +2,7 @@
 to --layers, each new layer starting as the identity (its block projections zero; src/models/swave.py
 add_dual_path_layers), written as a model checkpoint with model.R = --layers. The new model
 separates exactly as the trained one at the start, and training goes on with more capacity (an
-experiment in pretrained/MODEL_CARD.md):
+experiment in pretrained/EXPERIMENTS.md):
 
     python tools/add_layers.py pretrained/swave_2spk.ckpt exp/init/swave_2spk_R6.ckpt --layers 6
     python train.py -c configs/swave_2spk.yaml model.R=6 train.init_from=exp/init/swave_2spk_R6.ckpt

@@ -2,7 +2,7 @@
 share of the output layer; every other parameter is common to all speakers), written as a model
 checkpoint with C = len(--keep) in its config. It starts a run for fewer speakers from a model
 trained for more, e.g. a 2-speaker run from the shipped 3-speaker model (an experiment in
-pretrained/MODEL_CARD.md):
+pretrained/EXPERIMENTS.md):
 
     python tools/select_outputs.py pretrained/swave_3spk.ckpt exp/init/swave_3spk_outputs02.ckpt --keep 0 2
     python train.py -c configs/swave_2spk.yaml train.init_from=exp/init/swave_3spk_outputs02.ckpt
