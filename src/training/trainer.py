@@ -20,7 +20,7 @@ from src.errors import UserError, check_output_dir
 from src.tasks import get_task
 from src.runtime import checkpoint as ckpt
 from src.runtime.device import all_reduce_sum, init_context
-from src.training.lr_schedule import build_lr_schedule
+from src.training.lr_schedule import build_lr_schedule, schedule_settings
 from src.training.step import TrainStep, build_optimizer
 
 log = logging.getLogger("gdprnn")
@@ -53,11 +53,6 @@ def _check_resume_config(cfg, stored, path):
         raise TrainingError(
             f"{path} was trained with a different {', '.join(changed)} than the current config. "
             "Pass --restart to start this experiment over, or use another experiment_dir.")
-
-
-def _lr_settings(cfg):
-    """What decides the lr schedule: a resume keeps the stored schedule state only if this is unchanged."""
-    return cfg.train.get("lr"), cfg.train.get("lr_decay")
 
 
 def _archive_old_run(exp_dir):
@@ -116,7 +111,7 @@ def train(cfg, restart=False, distributed=False):
         ckpt.load_into(optimizer, params, resume_from, what="optimizer")
         state = meta["state"]
         log.info(f"resuming from {resume_from} (epoch {state['epoch']}, step {state['step']})")
-        if _lr_settings(stored) == _lr_settings(cfg):
+        if schedule_settings(stored.train) == schedule_settings(train_cfg):   # else the config changed it
             schedule.load_state_dict(meta["lr_schedule"])
         else:
             schedule.step(state["epoch"])

@@ -12,6 +12,7 @@ from mindspore import nn
 
 from src.config import load_config
 from src.runtime import checkpoint as ckpt
+from src.training.lr_schedule import PlateauLR
 from src.training.step import TrainStep
 from src.training import trainer as trainer_module
 from src.training.trainer import TrainingError, train
@@ -122,6 +123,19 @@ def test_resume_with_a_changed_lr_starts_the_new_schedule(runs, tiny_data, tmp_p
     assert state["history"][:2] == runs["state_resumed"]["history"]
     assert len(log_lines(exp, r"train.lr / train.lr_decay differ from .*epoch_0002\.ckpt's")) == 1
 
+
+
+def test_resume_with_a_change_the_schedule_does_not_read_keeps_its_state(runs, tiny_data, tmp_path):
+    """train.lr_decay.gamma is not read by the plateau schedule: the stored state (best score, bad
+    epochs) goes on, as if nothing had changed, with no "differ" message."""
+    exp = str(tmp_path / "unread")
+    shutil.copytree(runs["resumed"], exp)
+    state, steps = train_counting(tiny_config(tiny_data, exp, "train.epochs=3", "train.lr_decay.gamma=0.5"))
+    assert steps == 4 and not log_lines(exp, "differ")
+    expected = PlateauLR(1.0, factor=0.5, patience=1)
+    expected.load_state_dict(parameters(exp, 2)[1]["lr_schedule"])
+    expected.step(3, state["history"][-1]["valid_score"])
+    assert parameters(exp, 3)[1]["lr_schedule"] == expected.state_dict()
 
 def test_a_checkpoint_from_before_a_config_key_existed_resumes(runs, tiny_data, tmp_path):
     """A stored config lacking a key added since (model.input_rms) is read with the key's default,
