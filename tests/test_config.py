@@ -57,7 +57,6 @@ def test_lr_schedules():
     assert restored.lr == 0.125                                         # 3.0, then three bad ones in a row
 
 
-
 @pytest.mark.parametrize("kind, unread, read", [
     ("constant", ["train.lr_decay.min_lr=1e-5", "train.lr_decay.gamma=0.5"], "train.lr=1e-4"),
     ("plateau", ["train.lr_decay.gamma=0.5", "train.lr_decay.step_size=7"], "train.lr_decay.min_lr=1e-5"),
@@ -68,12 +67,14 @@ def test_schedule_settings_hold_what_the_type_reads(kind, unread, read):
     """A resume keeps the stored schedule state when these settings are unchanged: keys the type
     does not read must not count as a change (a plateau schedule would lose its best and count)."""
     base = ["train.lr_decay.milestones=[5]", "train.lr_decay.values=[1e-3,5e-4]"] if kind == "multistep" else []
+
     def settings(*overrides):
         cfg = load_config(os.path.join(ROOT, "configs/demo.yaml"), [f"train.lr_decay.type={kind}", *base, *overrides])
         return schedule_settings(cfg.train)
     assert settings()[0] == kind
     assert settings(*unread) == settings()
     assert settings(read) != settings()
+
 
 @pytest.mark.parametrize("override, message", [
     ("train.lrr=1", "train.lrr: unknown key, did you mean train.lr?"),

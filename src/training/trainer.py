@@ -111,7 +111,7 @@ def train(cfg, restart=False, distributed=False):
         ckpt.load_into(optimizer, params, resume_from, what="optimizer")
         state = meta["state"]
         log.info(f"resuming from {resume_from} (epoch {state['epoch']}, step {state['step']})")
-        if schedule_settings(stored.train) == schedule_settings(train_cfg):   # else the config changed it
+        if schedule_settings(stored.train) == schedule_settings(train_cfg):   # the same schedule: go on
             schedule.load_state_dict(meta["lr_schedule"])
         else:
             schedule.step(state["epoch"])

@@ -124,7 +124,6 @@ def test_resume_with_a_changed_lr_starts_the_new_schedule(runs, tiny_data, tmp_p
     assert len(log_lines(exp, r"train.lr / train.lr_decay differ from .*epoch_0002\.ckpt's")) == 1
 
 
-
 def test_resume_with_a_change_the_schedule_does_not_read_keeps_its_state(runs, tiny_data, tmp_path):
     """train.lr_decay.gamma is not read by the plateau schedule: the stored state (best score, bad
     epochs) goes on, as if nothing had changed, with no "differ" message."""
@@ -136,6 +135,7 @@ def test_resume_with_a_change_the_schedule_does_not_read_keeps_its_state(runs, t
     expected.load_state_dict(parameters(exp, 2)[1]["lr_schedule"])
     expected.step(3, state["history"][-1]["valid_score"])
     assert parameters(exp, 3)[1]["lr_schedule"] == expected.state_dict()
+
 
 def test_a_checkpoint_from_before_a_config_key_existed_resumes(runs, tiny_data, tmp_path):
     """A stored config lacking a key added since (model.input_rms) is read with the key's default,
