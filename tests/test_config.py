@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from src.config import Config, ConfigError, load_config, save_config
-from src.training.lr_schedule import MultiStepLR, PlateauLR, StepLR, build_lr_schedule, schedule_settings
+from src.training.lr_schedule import (ConstantLR, MultiStepLR, PlateauLR, StepLR, build_lr_schedule,
+                                     schedule_settings)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,13 +58,13 @@ def test_lr_schedules():
     assert restored.lr == 0.125                                         # 3.0, then three bad ones in a row
 
 
-@pytest.mark.parametrize("kind, unread, read", [
-    ("constant", ["train.lr_decay.min_lr=1e-5", "train.lr_decay.gamma=0.5"], "train.lr=1e-4"),
-    ("plateau", ["train.lr_decay.gamma=0.5", "train.lr_decay.step_size=7"], "train.lr_decay.min_lr=1e-5"),
-    ("step", ["train.lr_decay.patience=9", "train.lr_decay.min_lr=1e-5"], "train.lr_decay.gamma=0.5"),
-    ("multistep", ["train.lr=1e-4", "train.lr_decay.factor=0.1"], "train.lr_decay.values=[1e-3,1e-4]"),
+@pytest.mark.parametrize("kind, schedule_class, unread, read", [
+    ("constant", ConstantLR, ["train.lr_decay.min_lr=1e-5", "train.lr_decay.gamma=0.5"], "train.lr=1e-4"),
+    ("plateau", PlateauLR, ["train.lr_decay.gamma=0.5", "train.lr_decay.step_size=7"], "train.lr_decay.min_lr=1e-5"),
+    ("step", StepLR, ["train.lr_decay.patience=9", "train.lr_decay.min_lr=1e-5"], "train.lr_decay.gamma=0.5"),
+    ("multistep", MultiStepLR, ["train.lr=1e-4", "train.lr_decay.factor=0.1"], "train.lr_decay.values=[1e-3,1e-4]"),
 ])
-def test_schedule_settings_hold_what_the_type_reads(kind, unread, read):
+def test_schedule_settings_hold_what_the_type_reads(kind, schedule_class, unread, read):
     """A resume keeps the stored schedule state when these settings are unchanged: keys the type
     does not read must not count as a change (a plateau schedule would lose its best and count)."""
     base = ["train.lr_decay.milestones=[5]", "train.lr_decay.values=[1e-3,5e-4]"] if kind == "multistep" else []
@@ -71,7 +72,7 @@ def test_schedule_settings_hold_what_the_type_reads(kind, unread, read):
     def settings(*overrides):
         cfg = load_config(os.path.join(ROOT, "configs/demo.yaml"), [f"train.lr_decay.type={kind}", *base, *overrides])
         return schedule_settings(cfg.train)
-    assert settings()[0] == kind
+    assert settings()[0] is schedule_class
     assert settings(*unread) == settings()
     assert settings(read) != settings()
 

@@ -81,25 +81,22 @@ class MultiStepLR(ConstantLR):
         return self.lr
 
 
-_SCHEDULES = {"constant": ConstantLR, "plateau": PlateauLR, "step": StepLR, "multistep": MultiStepLR}
-
-
 def schedule_settings(train_cfg):
-    """(type, arguments): what the schedule of a `train` section that passed the schema
+    """(schedule class, its arguments): what the schedule of a `train` section that passed the schema
     (src/config_schema.py: LR_DECAY) is built from. Keys its type does not read are not in it."""
     decay = train_cfg.lr_decay
     kind = decay.type
     if kind == "constant":
-        return kind, (train_cfg.lr,)
+        return ConstantLR, (train_cfg.lr,)
     if kind == "plateau":
-        return kind, (train_cfg.lr, decay.factor, decay.patience, decay.min_lr)
+        return PlateauLR, (train_cfg.lr, decay.factor, decay.patience, decay.min_lr)
     if kind == "step":
-        return kind, (train_cfg.lr, decay.step_size, decay.gamma)
+        return StepLR, (train_cfg.lr, decay.step_size, decay.gamma)
     if kind == "multistep":
-        return kind, (tuple(decay["milestones"]), tuple(decay["values"]))
+        return MultiStepLR, (tuple(decay["milestones"]), tuple(decay["values"]))
     raise ValueError(f"train.lr_decay.type must be constant, step, multistep or plateau, not '{kind}'")
 
 
 def build_lr_schedule(train_cfg):
-    kind, args = schedule_settings(train_cfg)
-    return _SCHEDULES[kind](*args)
+    schedule_class, args = schedule_settings(train_cfg)
+    return schedule_class(*args)
