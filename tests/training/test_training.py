@@ -12,7 +12,7 @@ from mindspore import nn
 
 from src.config import load_config
 from src.runtime import checkpoint as ckpt
-from src.training.lr_schedule import PlateauLR
+from src.training.lr_schedule import PlateauLR, build_lr_schedule
 from src.training.step import TrainStep
 from src.training import trainer as trainer_module
 from src.training.trainer import TrainingError, train
@@ -129,9 +129,11 @@ def test_resume_with_a_change_the_schedule_does_not_read_keeps_its_state(runs, t
     epochs) goes on, as if nothing had changed, with no "differ" message."""
     exp = str(tmp_path / "unread")
     shutil.copytree(runs["resumed"], exp)
-    state, steps = train_counting(tiny_config(tiny_data, exp, "train.epochs=3", "train.lr_decay.gamma=0.5"))
+    cfg = tiny_config(tiny_data, exp, "train.epochs=3", "train.lr_decay.gamma=0.5")
+    state, steps = train_counting(cfg)
     assert steps == 4 and not log_lines(exp, "differ")
-    expected = PlateauLR(1.0, factor=0.5, patience=1)
+    expected = build_lr_schedule(cfg.train)
+    assert isinstance(expected, PlateauLR)
     expected.load_state_dict(parameters(exp, 2)[1]["lr_schedule"])
     expected.step(3, state["history"][-1]["valid_score"])
     assert parameters(exp, 3)[1]["lr_schedule"] == expected.state_dict()
