@@ -10,11 +10,14 @@ and the fixed dev / test mixtures (LibriMix layout, 8 kHz).
   For the reported figures.
 
     python -m src.data.corpus [build/corpus] [--dev-mixtures N]  ->  build/corpus/Libri{2,3}Mix/{dev,test}/...
+    python -m src.data.corpus OUT --train-speaker-mixtures N     ->  OUT/Libri{2,3}Mix/train/...
 
 The dev split has DEV_MIXTURES mixtures per speaker count, few enough to validate every epoch;
 paired comparisons on them resolve differences of about 0.3 dB. `--dev-mixtures 400` writes a
 larger dev split (same speakers, other pairings) into another folder, to choose between late
-checkpoints with evaluate.py and tools/compare_reports.py.
+checkpoints with evaluate.py and tools/compare_reports.py. `--train-speaker-mixtures N` writes
+instead N mixtures per count of the training speakers, cut and mixed as the dev split is (split
+"train" for evaluate.py): how much better a model does on the speakers it was trained on.
 """
 import os
 
@@ -59,15 +62,32 @@ def build_corpus(out_dir, dev_mixtures=DEV_MIXTURES):
                               {c: {"dev": dev_mixtures, "test": TEST_MIXTURES} for c in (2, 3)}, SEED)
 
 
+def build_train_speaker_mixtures(out_dir, mixtures):
+    """Write `mixtures` mixtures per speaker count of the training speakers' DEV_PIECE_SECONDS pieces
+    into out_dir/Libri{2,3}Mix/train -> summary (see write_mixture_sets)."""
+    speakers = _speakers(TRAIN_SPEECH)
+    audio = _pieces(read_speakers(TRAIN_SPEECH, speakers), DEV_PIECE_SECONDS)
+    return write_mixture_sets(out_dir, audio, {"train": speakers}, {c: {"train": mixtures} for c in (2, 3)}, SEED)
+
+
 def main():
     parser = builder_parser("Build the dev/test mixtures of the bundled speaker corpus.", os.path.join("build", "corpus"))
-    parser.add_argument("--dev-mixtures", type=int, default=DEV_MIXTURES,
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--dev-mixtures", type=int, default=DEV_MIXTURES,
                         help=f"dev mixtures per speaker count (default {DEV_MIXTURES}, what the configs validate on)")
+    which.add_argument("--train-speaker-mixtures", type=int, metavar="N",
+                        help="write only N mixtures per speaker count of the training speakers (split train), "
+                             "not the dev/test ones")
     args = parser.parse_args()
-    if args.dev_mixtures < 1:
-        parser.error(f"--dev-mixtures must be at least 1, not {args.dev_mixtures}")
+    for option, value in (("--dev-mixtures", args.dev_mixtures), ("--train-speaker-mixtures", args.train_speaker_mixtures)):
+        if value is not None and value < 1:
+            parser.error(f"{option} must be at least 1, not {value}")
     try:
-        print_summary(args.out_dir, build_corpus(args.out_dir, args.dev_mixtures))
+        if args.train_speaker_mixtures:
+            summary = build_train_speaker_mixtures(args.out_dir, args.train_speaker_mixtures)
+        else:
+            summary = build_corpus(args.out_dir, args.dev_mixtures)
+        print_summary(args.out_dir, summary)
     except UserError as err:
         parser.error(str(err))
 

@@ -148,6 +148,16 @@ def test_bundled_corpus_splits_speakers(tmp_path):
         assert [u.key for u in test[0].utterances] == [u.key for u in test[1].utterances]
 
 
+def test_training_speaker_mixtures_use_only_training_speakers(tmp_path):
+    train = {s for s, _ in load_speakers(corpus.TRAIN_SPEECH, RATE)}
+    assert corpus.build_train_speaker_mixtures(str(tmp_path), 12)["Libri3Mix"] == {"train": 12}
+    for count in (2, 3):
+        splits = find_splits(str(tmp_path / f"Libri{count}Mix"))
+        assert set(splits) == {"train"} and len(splits["train"].utterances) == 12
+        groups = [[part.split("-")[0] for part in u.key.split("_")] for u in splits["train"].utterances]
+        assert all(len(set(g)) == count and set(g) <= train for g in groups)
+
+
 def test_impossible_number_of_distinct_mixtures_is_refused():
     from src.data.mini_librimix import _choose_mixtures
     utterances = {"1": ["1-a", "1-b"], "2": ["2-a"], "3": ["3-a"]}
