@@ -71,7 +71,8 @@ def build_train_speaker_mixtures(out_dir, mixtures):
 
 
 def main():
-    parser = builder_parser("Build the dev/test mixtures of the bundled speaker corpus.", os.path.join("build", "corpus"))
+    parser = builder_parser("Build the dev/test mixtures of the bundled speaker corpus (or of its training speakers).",
+                            os.path.join("build", "corpus"))
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--dev-mixtures", type=int, default=DEV_MIXTURES,
                         help=f"dev mixtures per speaker count (default {DEV_MIXTURES}, what the configs validate on)")
@@ -79,7 +80,8 @@ def main():
                         help="write only N mixtures per speaker count of the training speakers (split train), "
                              "not the dev/test ones")
     args = parser.parse_args()
-    for option, value in (("--dev-mixtures", args.dev_mixtures), ("--train-speaker-mixtures", args.train_speaker_mixtures)):
+    for option, value in (("--dev-mixtures", args.dev_mixtures),
+                          ("--train-speaker-mixtures", args.train_speaker_mixtures)):
         if value is not None and value < 1:
             parser.error(f"{option} must be at least 1, not {value}")
     try:

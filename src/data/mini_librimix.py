@@ -80,7 +80,8 @@ def read_speakers(assets_dir, speakers, sample_rate=SAMPLE_RATE):
 
 
 def write_mixture_sets(out_dir, audio, speakers_by_split, counts, seed=SEED):
-    """Write `out_dir/Libri{C}Mix/<split>/{mix_clean,s1..sC}/` for every C of `counts`, replacing old ones.
+    """Write `out_dir/Libri{C}Mix/<split>/{mix_clean,s1..sC}/` for every C of `counts`, replacing those
+    splits' old mixtures (other splits in `out_dir` are kept).
 
     audio: {utterance id: signal}; an id's speaker is its text before the first "-".
     speakers_by_split: {split: speaker ids}; counts: {C: {split: number of mixtures}}.
@@ -88,12 +89,12 @@ def write_mixture_sets(out_dir, audio, speakers_by_split, counts, seed=SEED):
     summary, total = {}, 0
     for num_speakers, split_counts in counts.items():
         dataset = f"Libri{num_speakers}Mix"
-        shutil.rmtree(os.path.join(out_dir, dataset), ignore_errors=True)
         summary[dataset] = {}
         for split_index, (split, speakers) in enumerate(speakers_by_split.items()):
             rng = np.random.default_rng([seed, num_speakers, split_index])
             utterances = {s: sorted(u for u in audio if u.split("-")[0] == s) for s in speakers}
             folder = os.path.join(out_dir, dataset, split)
+            shutil.rmtree(folder, ignore_errors=True)
             for group in _choose_mixtures(utterances, split_counts[split], num_speakers, rng):
                 sources, mix = _mix([audio[u] for u in group], rng)
                 name = "_".join(group) + ".wav"

@@ -151,9 +151,13 @@ def test_bundled_corpus_splits_speakers(tmp_path):
 def test_training_speaker_mixtures_use_only_training_speakers(tmp_path):
     train = {s for s, _ in load_speakers(corpus.TRAIN_SPEECH, RATE)}
     assert corpus.build_train_speaker_mixtures(str(tmp_path), 12)["Libri3Mix"] == {"train": 12}
+    corpus.build_corpus(str(tmp_path))       # writing the dev/test splits keeps the train split, and back
+    corpus.build_train_speaker_mixtures(str(tmp_path), 12)
     for count in (2, 3):
         splits = find_splits(str(tmp_path / f"Libri{count}Mix"))
-        assert set(splits) == {"train"} and len(splits["train"].utterances) == 12
+        assert set(splits) == {"train", "valid", "test"} and len(splits["train"].utterances) == 12
+        assert len(splits["valid"].utterances) == corpus.DEV_MIXTURES
+        assert len(splits["test"].utterances) == corpus.TEST_MIXTURES
         groups = [[part.split("-")[0] for part in u.key.split("_")] for u in splits["train"].utterances]
         assert all(len(set(g)) == count and set(g) <= train for g in groups)
 
