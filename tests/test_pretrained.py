@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIRST = 20     # test mixtures scored here (of 100)
 # mean SI-SNRi (dB) of the first FIRST test mixtures, measured when the models were released, less 0.5 dB
 # (a loader, an inference graph or a data change that breaks separation falls far below)
-MIN_SI_SNRI = {2: 4.46 - 0.5, 3: 3.68 - 0.5}
+MIN_SI_SNRI = {2: 4.32 - 0.5, 3: 3.68 - 0.5}
 # the counter's accuracy on the first FIRST test mixtures of each count, measured at release, less 10 %
 MIN_COUNTED = 0.80 - 0.10
 
